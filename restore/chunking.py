@@ -1,0 +1,135 @@
+"""Chunking: the one rule that cuts documents into model-sized pieces, at training and at restore time.
+
+A corrupted document is one line of tokens; the only sentence boundaries still
+visible in it are sentence-final ``.``/``?``/``!`` tokens (with closing quotes or
+brackets that follow them) and the ``# #`` runs that headings leave. We cut
+there into *units*, then pack consecutive units greedily into *chunks* of at most
+``max_source_tokens`` tokens; a heading always starts a new chunk.
+
+Training (``restore.data``) applies the very same rule to the token stream of an
+article, keeping only the cuts that fall between two Punkt sentences, so that
+every source chunk is aligned with the exact span of original text it came from.
+
+>>> toks = "# # earli life born 1879 . father farmer . # # career join armi .".split()
+>>> [" ".join(c) for c in chunk_tokens(toks, ChunkConfig(max_source_tokens=7))]
+['# # earli life born 1879 .', 'father farmer .', '# # career join armi .']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+TERMINATORS = frozenset({".", "?", "!"})
+# Tokens that may follow a sentence-final terminator inside the same sentence
+# (the tokenizer splits `."` into `. ''` and `.)` into `. )`).
+CLOSERS = frozenset({"''", "'", ")", "]", "}", "”", "’", "»"})
+HEADING_MARK = "#"
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """How documents are cut into chunks (saved with every model in ``restore.json``)."""
+
+    max_source_tokens: int = 48  # corrupted (whitespace) tokens per chunk
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_source_tokens, int) or self.max_source_tokens < 4:
+            raise ValueError(f"max_source_tokens must be an integer >= 4, got {self.max_source_tokens!r}")
+
+
+def is_heading_start(tokens: Sequence[str], i: int) -> bool:
+    """True where a run of two or more ``#`` tokens (a Markdown heading) starts at ``i``.
+
+    >>> is_heading_start(["x", ".", "#", "#", "y"], 2), is_heading_start(["c", "#", "code"], 1)
+    (True, False)
+    """
+    return (
+        i + 1 < len(tokens)
+        and tokens[i] == HEADING_MARK
+        and tokens[i + 1] == HEADING_MARK
+        and (i == 0 or tokens[i - 1] != HEADING_MARK)
+    )
+
+
+def unit_starts(tokens: Sequence[str]) -> list[int]:
+    """Indices at which a new unit begins (always 0 for non-empty input).
+
+    >>> unit_starts("born 1879 . '' father farmer ! # # career".split())
+    [0, 4, 7]
+    """
+    starts = [0] if tokens else []
+    i, n = 0, len(tokens)
+    while i < n:
+        if tokens[i] in TERMINATORS:
+            j = i + 1
+            while j < n and tokens[j] in CLOSERS:
+                j += 1
+            if j < n and j != starts[-1]:
+                starts.append(j)
+            i = j
+            continue
+        if i > 0 and is_heading_start(tokens, i) and starts[-1] != i:
+            starts.append(i)
+        i += 1
+    return starts
+
+
+def pack_units(lengths: Sequence[int], headings: Sequence[bool], max_tokens: int) -> list[list[int]]:
+    """Group consecutive units (given their lengths) into chunks of at most ``max_tokens``.
+
+    A unit longer than ``max_tokens`` becomes a chunk on its own; a heading unit
+    always opens a new chunk. Returns the unit indices of each chunk.
+
+    >>> pack_units([3, 2, 4, 9, 1], [False, False, True, False, False], 6)
+    [[0, 1], [2], [3], [4]]
+    """
+    chunks: list[list[int]] = []
+    size = 0
+    for k, (length, heading) in enumerate(zip(lengths, headings)):
+        if chunks and not heading and size + length <= max_tokens:
+            chunks[-1].append(k)
+            size += length
+        else:
+            chunks.append([k])
+            size = length
+    return chunks
+
+
+def chunk_tokens(tokens: Sequence[str], config: ChunkConfig) -> list[list[str]]:
+    """Cut one corrupted document (a token list) into chunks, in order, losing no token.
+
+    A unit longer than the limit (e.g. a huge line with no sentence boundary) is
+    hard-split into pieces of ``max_source_tokens``.
+
+    >>> [len(c) for c in chunk_tokens(["w"] * 10, ChunkConfig(max_source_tokens=4))]
+    [4, 4, 2]
+    """
+    limit = config.max_source_tokens
+    starts = unit_starts(tokens)
+    units: list[Sequence[str]] = []
+    headings: list[bool] = []
+    for a, b in zip(starts, starts[1:] + [len(tokens)]):
+        for p in range(a, b, limit):
+            units.append(tokens[p : min(p + limit, b)])
+            headings.append(p == a and is_heading_start(tokens, a))
+    groups = pack_units([len(u) for u in units], headings, limit)
+    return [[tok for k in group for tok in units[k]] for group in groups]
+
+
+def chunk_text(source: str, config: ChunkConfig) -> list[str]:
+    """Chunks of a corrupted document given as text (any whitespace separates tokens).
+
+    >>> chunk_text("a b . c d . e", ChunkConfig(max_source_tokens=4))
+    ['a b .', 'c d . e']
+    """
+    return [" ".join(chunk) for chunk in chunk_tokens(source.split(), config)]
+
+
+def starts_with_heading(chunk: str) -> bool:
+    """True if a chunk (corrupted text) begins with a heading marker run.
+
+    >>> starts_with_heading("# # career join armi ."), starts_with_heading("c # code")
+    (True, False)
+    """
+    return chunk.startswith(HEADING_MARK + " " + HEADING_MARK)

@@ -1,0 +1,42 @@
+"""The one device/dtype resolver: cuda -> bf16, cpu -> fp32 (never fp16)."""
+
+from __future__ import annotations
+
+import torch
+
+from restore.errors import RestoreError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; ``cuda`` without CUDA is an error.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RestoreError("--device cuda: no CUDA GPU is available on this machine (use --device auto or cpu)")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise RestoreError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (fast, no loss scaling), fp32 on the CPU.
+
+    >>> dtype_for(torch.device("cpu"))
+    torch.float32
+    """
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def describe(device: torch.device) -> str:
+    """A short human-readable name of the device, for summaries and reports."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,105 @@
+"""Reading user input safely and writing outputs atomically (shared by every CLI command).
+
+Every problem a user can cause (missing file, directory, binary or non-UTF-8
+data, a bad ``.jsonl`` line) raises :class:`~restore.errors.RestoreError` with one
+clear line; outputs are written to a temporary file beside the target and renamed
+into place, so a failed run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from restore.errors import RestoreError
+
+STDIO = "-"
+
+
+def _check_text(data: bytes, name: str) -> str:
+    if b"\x00" in data:
+        raise RestoreError(f"{name}: looks like a binary file (it contains NUL bytes), expected UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RestoreError(f"{name}: not valid UTF-8 (byte {e.start}): expected UTF-8 text") from None
+
+
+def read_text(path: str | os.PathLike | None) -> str:
+    """The whole text of ``path`` (``None`` or ``-`` reads stdin), validated as UTF-8 text."""
+    if path is None or str(path) == STDIO:
+        return _check_text(sys.stdin.buffer.read(), "<stdin>")
+    p = Path(path)
+    if not p.exists():
+        raise RestoreError(f"{p}: no such file")
+    if p.is_dir():
+        raise RestoreError(f"{p}: is a directory, expected a text or .jsonl file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise RestoreError(f"{p}: cannot read ({e.strerror})") from None
+    return _check_text(data, str(p))
+
+
+def is_jsonl(path: str | os.PathLike | None) -> bool:
+    return path is not None and str(path).endswith(".jsonl")
+
+
+def parse_jsonl(text: str, name: str, required: str) -> Iterator[dict]:
+    """Records of a ``.jsonl`` text; each must be a JSON object with a string field ``required``."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RestoreError(f"{name}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(required), str):
+            raise RestoreError(f"{name}:{lineno}: expected a JSON object with a string field {required!r}")
+        yield record
+
+
+def dump_jsonl_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike | None, mode: str = "w") -> Iterator[IO]:
+    """Open an output for writing; a file appears at ``path`` only if the block succeeds.
+
+    ``None`` or ``-`` writes to stdout. ``mode="a"`` starts the temporary file from a
+    copy of an existing output (used to resume ``.jsonl`` runs).
+    """
+    if path is None or str(path) == STDIO:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise RestoreError(f"{target}: output is a directory")
+    if not target.parent.exists():
+        raise RestoreError(f"{target.parent}: output directory does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            if mode == "a" and target.exists():
+                f.write(target.read_text(encoding="utf-8"))
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a whole text file atomically."""
+    with atomic_output(path) as f:
+        f.write(text)

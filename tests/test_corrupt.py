@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from restore import corrupt
+from restore.corrupt import STOPWORDS, corrupt_sentence, corrupt_tokens, split_sentences
+
+
+def test_every_vector_reproduces_byte_for_byte(corrupt_vectors):
+    assert len(corrupt_vectors) == 339
+    mismatches = [v["original"] for v in corrupt_vectors if corrupt(v["original"]) != v["corrupted"]]
+    assert mismatches == []
+
+
+def test_seed_format_worked_examples():
+    assert corrupt("Lenin called them \"expropriations\", i.e. armed robberies of banks.") == (
+        "lenin call `` expropri '' , i.e . arm robberi bank ."
+    )
+    assert corrupt("He agreed to appear as a witness before the Dies Committee. The plant dies in winter. "
+                   "Trotsky died the next day.") == "agre appear wit die committe . plant dy winter . trotski die next day ."
+    assert corrupt("However, it would also be one of the few cases that could be won.") == "howev , would also one case could ."
+
+
+def test_empty_and_whitespace_input():
+    assert corrupt("") == ""
+    assert corrupt("   \n\n ") == ""
+
+
+def test_sentence_by_sentence_equals_whole_document(wiki_texts):
+    for text in wiki_texts:
+        per_sentence = [t for s in split_sentences(text) for t in corrupt_sentence(s)]
+        assert per_sentence == corrupt_tokens(text) == corrupt(text).split()
+
+
+def test_deterministic_and_no_stopword_survives(wiki_texts):
+    outs = [corrupt(t) for t in wiki_texts]
+    assert outs == [corrupt(t) for t in wiki_texts]
+    # Stems of non-stopwords can coincide with a stopword only by stemming (e.g. "doing"->"do" is filtered
+    # before); the filter works on the original tokens, so check the raw tokens instead.
+    assert "the" not in " ".join(outs).split()
+    assert len(STOPWORDS) == 179
+
+
+def run_cli(*args, stdin: bytes | None = None):
+    return subprocess.run([sys.executable, "-m", "restore", "corrupt", *args], input=stdin, capture_output=True)
+
+
+def test_cli_stdin_to_stdout():
+    r = run_cli(stdin="He was an influential politician of the early days of the Soviet Union.".encode())
+    assert r.returncode == 0
+    assert r.stdout.decode() == "influenti politician earli day soviet union .\n"
+
+
+def test_cli_jsonl_keeps_fields(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": 7, "text": "The children played."}) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    r = run_cli(str(src), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text(encoding="utf-8")) == {"id": 7, "text": "The children played.", "source": "child play ."}
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("missing.txt", None, "no such file"),
+        ("adir", "DIR", "is a directory"),
+        ("bin.txt", b"\x7fELF\x00\x01\x02", "binary"),
+        ("latin1.txt", "café".encode("latin-1"), "not valid UTF-8"),
+        ("bad.jsonl", b'{"text": "ok."}\n{"id": 3}\n', "string field 'text'"),
+        ("broken.jsonl", b'{"text": "ok."}\n{not json\n', "invalid JSON"),
+    ],
+)
+def test_cli_bad_input_one_line_error_and_no_output(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out.txt"
+    r = run_cli(str(path), "-o", str(out))
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
