@@ -1,0 +1,96 @@
+"""Self-describing model directories: ``save_pretrained`` files plus our ``restore.json``.
+
+A restore model directory holds:
+
+- ``config.json`` + ``model.safetensors`` (``save_pretrained``, loadable with
+  ``AutoModelForSeq2SeqLM.from_pretrained``);
+- ``tokenizer.json`` + ``tokenizer_config.json`` (``AutoTokenizer.from_pretrained``);
+- ``restore.json``: the corruption spec version and chunking settings the model
+  was trained with, plus how it was trained (data, steps, tokens, time, device,
+  dev metrics);
+- ``lexicon.json.gz`` (optional): surface forms per stem, see :mod:`restore.lexicon`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restore.chunking import ChunkConfig
+from restore.corrupt import SPEC_VERSION
+from restore.errors import RestoreError
+from restore.textio import write_text_atomic
+
+RESTORE_JSON = "restore.json"
+FORMAT = "restore-model/1"
+DEFAULT_MODEL_NAME = "restore-small"
+REQUIRED_FILES = ("config.json", "tokenizer.json", RESTORE_JSON)
+
+
+@dataclass
+class ModelInfo:
+    """What ``restore.json`` says about a model directory."""
+
+    path: Path
+    chunking: ChunkConfig
+    spec_version: str = SPEC_VERSION
+    training: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def write_restore_json(directory: str | Path, chunking: ChunkConfig, training: dict, **extra) -> None:
+    """Write ``restore.json`` into a model directory (atomically)."""
+    payload = {
+        "format": FORMAT,
+        "corruption": {"spec_version": SPEC_VERSION},
+        "chunking": {"max_source_tokens": chunking.max_source_tokens},
+        "training": training,
+        **extra,
+    }
+    write_text_atomic(Path(directory) / RESTORE_JSON, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_model_info(directory: str | Path) -> ModelInfo:
+    """Validate a model directory and read its ``restore.json`` (one clear error if it is not ours)."""
+    path = Path(directory)
+    if not path.exists():
+        raise RestoreError(f"{path}: model directory does not exist")
+    if not path.is_dir():
+        raise RestoreError(f"{path}: is not a model directory")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise RestoreError(f"{path}: not a complete restore model (missing {', '.join(missing)})")
+    if not any(path.glob("*.safetensors")):
+        raise RestoreError(f"{path}: not a complete restore model (no *.safetensors weights)")
+    try:
+        payload = json.loads((path / RESTORE_JSON).read_text(encoding="utf-8"))
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"format is {payload.get('format')!r}, expected {FORMAT!r}")
+        chunking = ChunkConfig(**payload["chunking"])
+        spec = payload["corruption"]["spec_version"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RestoreError(f"{path}/{RESTORE_JSON}: not a restore model description ({e})") from None
+    if spec != SPEC_VERSION:
+        raise RestoreError(f"{path}: trained for corruption spec {spec!r}, this restore implements {SPEC_VERSION!r}")
+    known = {"format", "corruption", "chunking", "training"}
+    return ModelInfo(path, chunking, spec, payload.get("training", {}), {k: v for k, v in payload.items() if k not in known})
+
+
+def default_model_dir() -> Path:
+    """The model used when none is given: ``$RESTORE_MODEL``, else ``models/restore-small``
+    of this checkout, else ``models/restore-small`` under the current directory."""
+    if os.environ.get("RESTORE_MODEL"):
+        return Path(os.environ["RESTORE_MODEL"])
+    candidates = [
+        Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME,
+        Path.cwd() / "models" / DEFAULT_MODEL_NAME,
+    ]
+    for candidate in candidates:
+        if (candidate / RESTORE_JSON).is_file():
+            return candidate
+    raise RestoreError(
+        f"no model given and no default model is shipped yet (looked for models/{DEFAULT_MODEL_NAME}); "
+        "train one with `python -m restore train --config configs/small.yaml` and pass --model DIR"
+    )
