@@ -26,3 +26,33 @@ def wiki_texts(corrupt_vectors) -> list[str]:
         paragraphs = [" ".join(group[i : i + 4]) for i in range(0, len(group), 4)]
         articles.append(f"{paragraphs[0]}\n\n## Section {a // 12}\n\n" + "\n\n".join(paragraphs[1:]))
     return articles
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, wiki_texts) -> Path:
+    """A tiny restore model directory (tokenizer + 2-layer BART + restore.json + lexicon), random weights.
+
+    Enough to test everything that must not depend on model quality: chunk order, batching,
+    resume, CLI behaviour. Built once per session in a temporary directory.
+    """
+    import torch
+
+    from restore.checkpoint import write_restore_json
+    from restore.chunking import ChunkConfig
+    from restore.corrupt import corrupt
+    from restore.lexicon import Lexicon
+    from restore.model import ModelConfig, build_model
+    from restore.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    tokenizer = train_tokenizer(wiki_texts + [corrupt(t) for t in wiki_texts], vocab_size=800)
+    model = build_model(
+        ModelConfig(d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64, dropout=0.0),
+        vocab_size=len(tokenizer),
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    Lexicon.build(wiki_texts).save(out)
+    write_restore_json(out, ChunkConfig(max_source_tokens=16), training={"note": "random weights (test fixture)"})
+    return out
