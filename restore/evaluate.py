@@ -1,0 +1,567 @@
+"""Evaluation: ``python -m restore eval``: sacreBLEU BLEU/chrF, round-trip faithfulness, baselines.
+
+What is scored
+--------------
+* **Data.** A ``.jsonl`` (or ``.jsonl.xz``) of ``{source, target}`` pairs (the fixed
+  files under ``data/eval/``, made by ``scripts/make_eval_pairs.py``; a bare name such
+  as ``test`` or ``test-300`` means ``data/eval/<name>.jsonl.xz``), an articles file
+  (json lines with ``text``, e.g. the shared ``test.jsonl.xz``), which is cut into pairs
+  exactly like training data (:func:`restore.data.article_pairs`, with the model's chunk
+  size; sentences longer than a chunk are left out there too), or a text file of
+  corrupted sources (one document per non-empty line, e.g. a seed file), cut into chunks
+  like inference cuts them -> faithfulness only, per chunk.
+* **BLEU and chrF** (sacreBLEU's object API, default settings: 13a tokenization,
+  cased, one reference) are computed on *documents*: consecutive pairs of the same
+  article (same ``doc`` and consecutive ``chunk`` numbers) are joined back into one
+  hypothesis and one reference, the way inference reassembles chunks. Pairs without
+  a ``doc`` are scored one by one. Lowercased BLEU is reported as a secondary line and
+  chunk-level BLEU in the JSON report. (Whitespace between chunks does not matter:
+  13a tokenization and chrF both ignore it.)
+* **Faithfulness** (every run): each output is corrupted again with
+  :func:`restore.corrupt.corrupt` and compared with its source: the share of pairs
+  whose re-corruption equals the source exactly (:func:`roundtrip_exact`), and a
+  micro-averaged content-token F1 over multisets of stems, punctuation excluded
+  (:func:`content_f1`). A perfect restoration scores 100% on both.
+
+The metric functions here are pure so that other modules (faithfulness repair) can reuse them.
+
+>>> src = corrupt("Trotsky was born in Kherson province.")
+>>> src
+'trotski born kherson provinc .'
+>>> roundtrip_exact("Trotsky was born in Kherson Province.", src)
+True
+>>> content_f1("Trotsky was born in the province.", src)
+(1.0, 0.75, 0.8571428571428571)
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
+from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
+from restore.errors import RestoreError
+
+EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
+
+
+# --- faithfulness metrics (pure) -----------------------------------------------------------------
+def is_content_token(token: str) -> bool:
+    """A corrupted token that carries a word or number (not punctuation or ``#`` marks).
+
+    >>> [is_content_token(t) for t in ["trotski", "1879", "'s", "n't", ".", "``", "#", "--"]]
+    [True, True, True, True, False, False, False, False]
+    """
+    return any(ch.isalnum() for ch in token)
+
+
+def content_tokens(corrupted_tokens: Iterable[str]) -> list[str]:
+    """Everything but punctuation, in order.
+
+    >>> content_tokens("# # earli life born 1879 , kherson .".split())
+    ['earli', 'life', 'born', '1879', 'kherson']
+    """
+    return [t for t in corrupted_tokens if is_content_token(t)]
+
+
+def roundtrip_exact(output: str, source: str) -> bool:
+    """True if corrupting ``output`` gives back ``source`` exactly (whitespace-normalized).
+
+    >>> roundtrip_exact("He was born.", "born ."), roundtrip_exact("He was born", "born .")
+    (True, False)
+    """
+    return corrupt(output) == " ".join(source.split())
+
+
+def content_counts(output: str, source: str) -> tuple[int, int, int]:
+    """(matched, output, source) content-stem counts; matches are a multiset intersection.
+
+    >>> content_counts("Born, born and born again.", "born 1879 .")
+    (1, 3, 2)
+    """
+    out = Counter(content_tokens(corrupt_tokens(output)))
+    src = Counter(content_tokens(source.split()))
+    return sum((out & src).values()), sum(out.values()), sum(src.values())
+
+
+def prf(matched: int, n_output: int, n_source: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts; nothing expected and nothing produced is perfect.
+
+    >>> prf(3, 4, 6), prf(0, 0, 0)
+    ((0.75, 0.5, 0.6), (1.0, 1.0, 1.0))
+    """
+    p = matched / n_output if n_output else float(n_source == 0)
+    r = matched / n_source if n_source else float(n_output == 0)
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f1
+
+
+def content_f1(output: str, source: str) -> tuple[float, float, float]:
+    """Precision, recall, F1 of the content stems of ``output`` against those of ``source``."""
+    return prf(*content_counts(output, source))
+
+
+def faithfulness(outputs: Sequence[str], sources: Sequence[str]) -> dict:
+    """Corpus faithfulness: exact round-trip share (%) and micro content P/R/F1 (%)."""
+    _check_lengths(outputs, sources, "outputs", "sources")
+    exact = [roundtrip_exact(o, s) for o, s in zip(outputs, sources)]
+    counts = [content_counts(o, s) for o, s in zip(outputs, sources)]
+    matched, n_out, n_src = (sum(c[i] for c in counts) for i in range(3))
+    p, r, f1 = prf(matched, n_out, n_src)
+    return {
+        "roundtrip_exact": 100.0 * sum(exact) / len(exact),
+        "roundtrip_exact_count": sum(exact),
+        "count": len(exact),
+        "content_precision": 100.0 * p,
+        "content_recall": 100.0 * r,
+        "content_f1": 100.0 * f1,
+        "content_tokens_source": n_src,
+        "content_tokens_output": n_out,
+        "exact_per_item": exact,
+    }
+
+
+# --- sacreBLEU scores ----------------------------------------------------------------------------
+def _check_lengths(hyps: Sequence[str], refs: Sequence[str], a: str = "hypotheses", b: str = "references") -> None:
+    if len(hyps) == 0:
+        raise RestoreError(f"nothing to score: the list of {a} is empty")
+    if len(hyps) != len(refs):
+        raise RestoreError(f"cannot score {len(hyps)} {a} against {len(refs)} {b}: the counts must match")
+
+
+def _score(metric, hyps: Sequence[str], refs: Sequence[str]) -> dict:
+    score = metric.corpus_score(list(hyps), [list(refs)])
+    signature = str(metric.get_signature())
+    return {"score": score.score, "signature": signature, "line": score.format(signature=signature)}
+
+
+def corpus_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict:
+    """sacreBLEU corpus BLEU (cased), chrF and lowercased BLEU, each with its signature.
+
+    >>> s = corpus_scores(["The cat sat on the mat."], ["The cat sat on the mat."])
+    >>> round(s["bleu"]["score"], 6), round(s["chrf"]["score"], 6)
+    (100.0, 100.0)
+    >>> s["bleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    True
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    _check_lengths(hyps, refs)
+    # force=True only silences the "tokenized period" warning that the identity baseline
+    # (tokenized by design) triggers; it is not part of the signature.
+    return {
+        "bleu": _score(BLEU(force=True), hyps, refs),
+        "chrf": _score(CHRF(), hyps, refs),
+        "bleu_lowercase": _score(BLEU(lowercase=True, force=True), hyps, refs),
+    }
+
+
+def corpus_bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Cased corpus BLEU only (buckets, chunk level)."""
+    from sacrebleu.metrics import BLEU
+
+    _check_lengths(hyps, refs)
+    return BLEU(force=True).corpus_score(list(hyps), [list(refs)]).score
+
+
+# --- evaluation data -----------------------------------------------------------------------------
+@dataclass
+class EvalData:
+    """Sources (always), targets (pairs only) and where each item comes from."""
+
+    path: str
+    kind: str  # "pairs" (from a pair file), "articles" (cut here) or "sources" (no targets)
+    sources: list[str]
+    targets: list[str] | None = None
+    docs: list[str | None] = field(default_factory=list)
+    chunks: list[int | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def resolve_data_path(name: str | os.PathLike) -> Path:
+    """A file path, or the name of a fixed pair file in ``data/eval/`` (``test`` -> ``test.jsonl.xz``)."""
+    path = Path(name)
+    if path.exists() or os.sep in str(name) or "." in path.name:
+        return path
+    for candidate in (EVAL_DIR / f"{name}.jsonl.xz", EVAL_DIR / f"{name}.jsonl"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.name.split(".")[0] for p in EVAL_DIR.glob("*.jsonl*")) if EVAL_DIR.is_dir() else []
+    raise RestoreError(f"{name}: no such file or eval split (splits in data/eval: {', '.join(known) or 'none'})")
+
+
+def read_data_text(path: str | os.PathLike) -> str:
+    """The text of a data file; ``.xz`` files are decompressed. Problems raise RestoreError."""
+    from restore.textio import read_text
+
+    p = Path(path)
+    if not p.name.endswith(".xz"):
+        return read_text(p)
+    if not p.is_file():
+        raise RestoreError(f"{p}: {'is a directory' if p.is_dir() else 'no such file'}")
+    try:
+        data = lzma.decompress(p.read_bytes())
+    except (lzma.LZMAError, OSError) as e:
+        raise RestoreError(f"{p}: cannot decompress ({e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RestoreError(f"{p}: not valid UTF-8 after decompression (byte {e.start})") from None
+
+
+def load_eval_data(name: str | os.PathLike, limit: int | None = None, config: ChunkConfig = ChunkConfig()) -> EvalData:
+    """Read pairs, articles (cut into pairs with ``config``) or plain sources; keep the first ``limit`` items."""
+    from restore.textio import parse_jsonl
+
+    if limit is not None and limit < 1:
+        raise RestoreError(f"--limit must be at least 1, got {limit}")
+    path = resolve_data_path(name)
+    text = read_data_text(path)
+    base = path.name[:-3] if path.name.endswith(".xz") else path.name
+    if base.endswith(".jsonl"):
+        records: Iterable[dict] = parse_jsonl(text, str(path), required=_jsonl_field(text))
+    else:  # corrupted documents, one per non-empty line
+        records = ({"source": line, "doc": f"line{n}"} for n, line in enumerate(text.splitlines(), 1) if line.strip())
+    data = _from_records(str(path), records, limit, config)
+    if not data.sources:
+        raise RestoreError(f"{path}: no data to evaluate (empty file?)")
+    return data
+
+
+def _jsonl_field(text: str) -> str:
+    """``text`` for article files (also ``restore corrupt`` output, which adds ``source``),
+    ``source`` for pair and source files; judged by the first record."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        record = json.loads(first) if first else {}
+    except json.JSONDecodeError:
+        return "source"  # parse_jsonl reports the bad line
+    return "text" if isinstance(record, dict) and "text" in record and "target" not in record else "source"
+
+
+def _from_records(path: str, records: Iterable[dict], limit: int | None, config: ChunkConfig) -> EvalData:
+    from restore.data import article_pairs  # the training pairing, reused as is
+
+    data = EvalData(path, "", [], [])
+    for lineno, record in enumerate(records, 1):
+        if limit is not None and len(data) >= limit:
+            break
+        doc = record.get("doc", record.get("id", f"record{lineno}"))
+        if isinstance(record.get("text"), str) and "target" not in record:
+            kind = "articles"
+            sources, targets, _, _ = article_pairs(record["text"], config.max_source_tokens)
+            items = [(s, t, doc, i) for i, (s, t) in enumerate(zip(sources, targets))]
+        elif not isinstance(record.get("source"), str):
+            raise RestoreError(f"{path}:{lineno}: expected a string field 'source' (pairs, sources) or 'text' (articles)")
+        elif isinstance(record.get("target"), str):
+            kind = "pairs"
+            items = [(record["source"], record["target"], record.get("doc"), record.get("chunk"))]
+        else:  # a corrupted document alone: cut into chunks like inference, faithfulness per chunk
+            kind = "sources"
+            items = [(c, None, doc, i) for i, c in enumerate(chunk_text(record["source"], config))]
+        if data.kind and kind != data.kind:
+            raise RestoreError(f"{path}: record {lineno} holds {kind}, earlier records {data.kind}: mixed files are not supported")
+        data.kind = kind
+        for source, target, doc, chunk in items[: None if limit is None else limit - len(data)]:
+            data.sources.append(source)
+            data.targets.append(target)
+            data.docs.append(doc)
+            data.chunks.append(chunk)
+    if data.kind == "sources":
+        data.targets = None
+    return data
+
+
+def group_documents(data: EvalData, outputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Join consecutive pairs of one article back into (hypothesis, reference) documents.
+
+    A run continues while ``doc`` stays the same and ``chunk`` goes up by one; chunks are
+    joined like inference joins them (``"\\n\\n"`` before a heading chunk, else ``" "``).
+
+    >>> d = EvalData("x", "pairs", ["a .", "# # b .", "c ."], ["A.", "## B", "C."], ["d1", "d1", "d2"], [0, 1, 0])
+    >>> group_documents(d, ["a.", "## b", "c."])
+    (['a.\\n\\n## b', 'c.'], ['A.\\n\\n## B', 'C.'])
+    """
+    assert data.targets is not None
+    hyps: list[str] = []
+    refs: list[str] = []
+    previous: tuple | None = None
+    for source, target, output, doc, chunk in zip(data.sources, data.targets, outputs, data.docs, data.chunks):
+        continues = (
+            previous is not None and doc is not None and chunk is not None
+            and previous[0] == doc and previous[1] is not None and chunk == previous[1] + 1
+        )
+        if continues:
+            glue = "\n\n" if starts_with_heading(source) else " "
+            hyps[-1] += glue + output
+            refs[-1] += glue + target
+        else:
+            hyps.append(output)
+            refs.append(target)
+        previous = (doc, chunk)
+    return hyps, refs
+
+
+# --- length buckets and the plot -----------------------------------------------------------------
+def length_bucket(n_tokens: int) -> str:
+    """Source-length bucket in corrupted tokens: steps of 8 up to 48 (the chunk size), then doubling.
+
+    >>> [length_bucket(n) for n in (0, 5, 8, 9, 33, 48, 49, 200)]
+    ['1-8', '1-8', '1-8', '9-16', '33-40', '41-48', '49-96', '193-384']
+    """
+    lower, upper = 0, 8
+    while n_tokens > upper:
+        lower, upper = upper, upper + 8 if upper < 48 else upper * 2
+    return f"{lower + 1}-{upper}"
+
+
+def bucket_scores(data: EvalData, outputs: Sequence[str], exact: Sequence[bool]) -> list[dict]:
+    """Per source-length bucket: items, chunk-level BLEU (pairs only), round-trip exact %, content F1 %."""
+    groups: dict[str, list[int]] = {}
+    for i, source in enumerate(data.sources):
+        groups.setdefault(length_bucket(len(source.split())), []).append(i)
+    rows = []
+    for label in sorted(groups, key=lambda b: int(b.split("-")[0])):
+        idx = groups[label]
+        counts = [content_counts(outputs[i], data.sources[i]) for i in idx]
+        row = {
+            "bucket": label,
+            "items": len(idx),
+            "roundtrip_exact": 100.0 * sum(exact[i] for i in idx) / len(idx),
+            "content_f1": 100.0 * prf(*(sum(c[k] for c in counts) for k in range(3)))[2],
+        }
+        if data.targets is not None:
+            row["bleu"] = corpus_bleu([outputs[i] for i in idx], [data.targets[i] for i in idx])
+        rows.append(row)
+    return rows
+
+
+def write_plot(path: str | os.PathLike, buckets: list[dict], title: str) -> None:
+    """PNG of BLEU and faithfulness by source-length bucket, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{b['bucket']}\n(n={b['items']})" for b in buckets]
+    x = range(len(buckets))
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if all("bleu" in b for b in buckets):
+        ax.bar(x, [b["bleu"] for b in buckets], color="#9ecae1", label="BLEU (chunk level)")
+    ax.plot(x, [b["roundtrip_exact"] for b in buckets], "o-", color="#d95f02", label="round-trip exact %")
+    ax.plot(x, [b["content_f1"] for b in buckets], "s--", color="#1b9e77", label="content F1 %")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("source length (corrupted tokens)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plot is for sharing
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+
+
+# --- running a system and reporting --------------------------------------------------------------
+def score_outputs(data: EvalData, outputs: Sequence[str]) -> dict:
+    """All scores of ``outputs`` on ``data``: documents BLEU/chrF (pairs only), faithfulness, buckets."""
+    _check_lengths(outputs, data.sources, "outputs", "sources")
+    faith = faithfulness(outputs, data.sources)
+    exact = faith.pop("exact_per_item")
+    scores: dict = {"faithfulness": faith}
+    if data.targets is not None:
+        hyp_docs, ref_docs = group_documents(data, outputs)
+        scores.update(corpus_scores(hyp_docs, ref_docs))
+        scores["documents"] = len(hyp_docs)
+        scores["chunk_level_bleu"] = corpus_bleu(outputs, data.targets)
+    scores["buckets"] = bucket_scores(data, outputs, exact)
+    return scores
+
+
+def run_system(system, sources: Sequence[str], desc: str) -> tuple[list[str], float]:
+    """Outputs of ``system.restore_many`` (order kept) and the seconds it took, with progress."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    outputs = list(tqdm(system.restore_many(sources), total=len(sources), desc=desc, unit="item"))
+    seconds = time.perf_counter() - start
+    if len(outputs) != len(sources):
+        raise RestoreError(f"{desc}: the system returned {len(outputs)} outputs for {len(sources)} inputs")
+    return outputs, seconds
+
+
+def format_summary(scores: dict, n_items: int, unit: str, documents: int | None = None) -> list[str]:
+    """The lines ``restore eval`` prints: BLEU, chrF, lowercase BLEU with signatures, then faithfulness."""
+    lines = [scores[k]["line"] for k in ("bleu", "chrf", "bleu_lowercase") if k in scores]
+    f = scores["faithfulness"]
+    of_docs = f" of {documents} document{'' if documents == 1 else 's'}" if documents is not None else ""
+    lines.append(
+        f"faithfulness|recorrupt:{SPEC_VERSION} = round-trip exact {f['roundtrip_exact']:.2f}% "
+        f"({f['roundtrip_exact_count']}/{n_items} {unit}{of_docs}), content F1 {f['content_f1']:.2f} "
+        f"(P {f['content_precision']:.2f}, R {f['content_recall']:.2f}; stems, punctuation excluded)"
+    )
+    return lines
+
+
+def _stats_dict(stats) -> dict | None:
+    """A restorer's stats object (e.g. ``restore.infer.InferStats``) as JSON-ready numbers."""
+    if stats is None:
+        return None
+    out = asdict(stats) if is_dataclass(stats) else {k: v for k, v in vars(stats).items() if not k.startswith("_")}
+    if hasattr(stats, "tokens_per_second"):
+        out["generated_tokens_per_s"] = stats.tokens_per_second
+    return out
+
+
+@dataclass
+class System:
+    """What is evaluated: a model's Restorer or a baseline, and what the report says about it."""
+
+    restorer: object  # anything with restore_many(iterable[str]) -> iterator[str]
+    name: str
+    chunking: ChunkConfig  # how articles and plain sources are cut for it
+    device: str = "cpu"
+    model: dict | None = None
+
+
+def load_system(args) -> System:
+    """The baseline named by ``--baseline``, or the model in ``--model`` (default: the shipped one)."""
+    from restore.checkpoint import RESTORE_JSON, default_model_dir, read_model_info
+
+    if args.baseline:
+        from restore.baselines import make_baseline
+
+        lexicon_dir = getattr(args, "lexicon", None) or args.model
+        if args.baseline == "dictionary" and lexicon_dir is None:
+            try:  # the shipped model's lexicon, if there is one
+                lexicon_dir = default_model_dir()
+            except RestoreError:
+                pass  # make_baseline says how to get a lexicon
+        restorer = make_baseline(args.baseline, lexicon_dir)
+        model = {"lexicon": str(lexicon_dir)} if lexicon_dir else None
+        return System(restorer, f"baseline:{args.baseline}", ChunkConfig(), "cpu", model)
+    info = read_model_info(args.model or default_model_dir())
+    from restore.device import describe
+    from restore.infer import Restorer
+
+    restorer = Restorer.from_pretrained(
+        info.path, device=args.device, batch_tokens=getattr(args, "batch_tokens", None),
+        num_beams=getattr(args, "num_beams", 1) or 1,
+    )  # fmt: skip
+    restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
+    device = restorer.device
+    return System(restorer, f"model:{info.path.name}", info.chunking,
+                  describe(device) if not isinstance(device, str) else device,
+                  {"path": str(info.path), "restore_json": restore_json})
+
+
+def build_report(args, system: System, data: EvalData, outputs: Sequence[str], scores: dict,
+                 lines: list[str], seconds: float) -> dict:
+    """The JSON report: settings, model, data, scores with signatures, buckets, timings."""
+    from restore import __version__
+
+    source_tokens = sum(len(s.split()) for s in data.sources)
+    return {
+        "restore_version": __version__,
+        "system": system.name,
+        "settings": {
+            "model": args.model, "baseline": args.baseline, "lexicon": getattr(args, "lexicon", None),
+            "data": str(args.data), "limit": args.limit, "device": args.device,
+            "num_beams": getattr(args, "num_beams", None), "batch_tokens": getattr(args, "batch_tokens", None),
+        },
+        "model": system.model,
+        "data": {
+            "path": data.path, "kind": data.kind, "items": len(data), "unit": _unit(data),
+            "documents": len(set(data.docs)) if data.kind == "sources" else scores.get("documents"),
+            "source_tokens": source_tokens,
+            "chunking": None if data.kind == "pairs" else {"max_source_tokens": system.chunking.max_source_tokens},
+            "corruption_spec": SPEC_VERSION,
+        },
+        "scores": {k: v for k, v in scores.items() if k != "buckets"},
+        "summary": lines,
+        "buckets": scores["buckets"],
+        "timings": {
+            "seconds": round(seconds, 3),
+            "device": system.device,
+            "items_per_s": len(outputs) / max(seconds, 1e-9),
+            "source_tokens_per_s": source_tokens / max(seconds, 1e-9),
+            "output_words_per_s": sum(len(o.split()) for o in outputs) / max(seconds, 1e-9),
+            "restorer_stats": _stats_dict(getattr(system.restorer, "stats", None)),
+        },
+    }
+
+
+def _unit(data: EvalData) -> str:
+    return "chunks" if data.kind == "sources" else "pairs"
+
+
+def write_report(path: str | os.PathLike, report: dict, data: EvalData, outputs: Sequence[str]) -> tuple[Path, Path, Path]:
+    """Write ``report.json``, ``report.png`` and ``report.outputs.jsonl`` (each atomically)."""
+    from restore.textio import dump_jsonl_line, write_text_atomic
+
+    report_path = Path(path)
+    plot_path, outputs_path = report_path.with_suffix(".png"), report_path.with_suffix(".outputs.jsonl")
+    write_text_atomic(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_plot(plot_path, report["buckets"], f"{report['system']} on {Path(data.path).name}")
+    targets = data.targets or [None] * len(data)
+    records = (
+        {"doc": d, "chunk": c, "source": s, "output": o, **({"target": t} if t is not None else {})}
+        for d, c, s, o, t in zip(data.docs, data.chunks, data.sources, outputs, targets)
+    )
+    write_text_atomic(outputs_path, "".join(dump_jsonl_line(r) for r in records))
+    for p in (report_path, outputs_path):
+        os.chmod(p, 0o644)  # write_text_atomic's temporary file is created 0600
+    return report_path, plot_path, outputs_path
+
+
+def run_eval_cli(args) -> None:
+    """``restore eval``: score a model or baseline on pairs (or sources), print the scores, write a report."""
+    import sys
+
+    if args.report:
+        _check_output_path(args.report)
+    if args.limit is not None and args.limit < 1:
+        raise RestoreError(f"--limit must be at least 1, got {args.limit}")
+    resolve_data_path(args.data)  # a missing file is reported before a model is loaded
+    system = load_system(args)
+    data = load_eval_data(args.data, args.limit, system.chunking)
+    outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
+    scores = score_outputs(data, outputs)
+    lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
+    print("\n".join(lines))
+    rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)
+    print(f"eval: {system.name} on {len(data)} {_unit(data)} of {data.path} in {seconds:.1f} s "
+          f"({len(data) / max(seconds, 1e-9):.1f} {_unit(data)}/s, {rate:.0f} source tokens/s, {system.device})",
+          file=sys.stderr)  # fmt: skip
+    if args.report:
+        report = build_report(args, system, data, outputs, scores, lines, seconds)
+        paths = write_report(args.report, report, data, outputs)
+        print(f"eval: wrote {', '.join(map(str, paths))}", file=sys.stderr)
+
+
+def _check_output_path(report: str) -> None:
+    target = Path(report)
+    if target.is_dir():
+        raise RestoreError(f"{target}: --report is a directory, expected a .json file path")
+    if not target.parent.exists():
+        raise RestoreError(f"{target.parent}: report directory does not exist")
