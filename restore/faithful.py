@@ -7,13 +7,14 @@ name, a number or a claim fails this check. This module checks, chooses and repa
 - :func:`check` / :func:`check_content`: exact / content-token (all but punctuation) round trip;
 - :func:`choose_faithful`: the first hypothesis (e.g. of a beam) that passes;
 - :func:`repair`: edit an unfaithful text until it passes. The output is split into its own
-  word tokens (Punkt + Treebank, with character offsets), every kept token is mapped to its
-  corrupted form, the corrupted sequence is aligned with the source tokens
-  (:class:`difflib.SequenceMatcher`), and the *text* is edited: changed tokens are replaced,
-  missing ones inserted, invented ones dropped, each in a surface form that corrupts to the
-  source token (the lexicon's most frequent form, verified). The model's stopwords, casing and
-  spacing around the edits are kept. If a couple of rounds do not reach an exact round trip,
-  the span (then the whole chunk) is rebuilt from the source tokens' surface forms;
+  word tokens (Punkt + Treebank, each located in the text), every kept token is mapped to its
+  corrupted form, that sequence is aligned with the source tokens (:class:`difflib.SequenceMatcher`,
+  then an edit-distance pairing inside each differing block), and the *text* is edited: changed
+  tokens are replaced, missing ones inserted, invented ones dropped, each in a surface form that
+  corrupts to the source token (the lexicon's most frequent form, verified). The model's
+  stopwords, casing and spacing around the edits are kept. Later rounds also force sentence
+  splits Punkt missed (and undo ones it made); if that is not enough, the chunk is rebuilt from
+  the source tokens' surface forms, so the content tokens always come back;
 - :func:`make_faithful`: the batch driver used at inference (greedy -> beam -> repair) and
   :class:`FaithfulStats`, the counts reported at the end of a run and by ``restore eval``.
 
@@ -29,7 +30,6 @@ True
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -207,8 +207,8 @@ def _words(text: str) -> tuple[list[_Word], str]:
     """The output's word tokens, exactly as :func:`restore.corrupt.corrupt` sees them, and the tail.
 
     >>> words, tail = _words('He said "no." Then (1905) left.')
-    >>> [(w.text, w.token, w.gap, w.stem) for w in words][:5]
-    [('He', 'He', '', None), ('said', 'said', ' ', 'said'), ('"', '``', ' ', '``'), ('no', 'no', '', None), ('.', '.', '', '.')]
+    >>> [(w.text, w.token, w.gap, w.stem) for w in words][1:5]
+    [('said', 'said', ' ', 'said'), ('"', '``', ' ', '``'), ('no', 'no', '', None), ('.', '.', '', '.')]
     """
     words: list[_Word] = []
     pos = 0
@@ -225,6 +225,8 @@ def _words(text: str) -> tuple[list[_Word], str]:
 # --- editing ---------------------------------------------------------------------------------
 def _kind(token: str) -> str:
     if token in _ATTACH_LEFT or token.lower() in _CLITICS or (len(token) > 1 and set(token) == {"."}):
+        return "left"
+    if token[:1] in ":," and len(token) > 1:  # ":dq2" exists only glued to a colon: "A1::DQ2"
         return "left"
     if token in _ATTACH_RIGHT:
         return "right"
@@ -360,12 +362,14 @@ def _fresh_gap(prev: _Item | None, token: str, inherited: Sequence[str]) -> str:
     if prev is None:
         return ""
     if token.lower() in _CLITICS:  # "didn't", "Lenin's"; never "surface.n't" or "Shen't"
-        host = prev.text.lower() in _NT_HOSTS if token.lower() == "n't" else prev.text[-1:].isalnum()
+        host = prev.text.lower() in _NT_HOSTS if token.lower() == "n't" else not _is_punct(prev.token)
         return "" if host else " "
     if _is_stop(token) and (_is_stop(prev.token) or prev.text.endswith(".")):  # ". . .", "Virginia. . 2"
         return " "
     if _kind(token) == "left":
         return ""
+    if token == prev.token == "``":  # two opening quotes: '" "' (a '""' reads as one closing quote)
+        return " "
     breaks = [g for g in inherited if "\n" in g]
     if breaks:
         return max(breaks, key=len)  # never lose a paragraph break
@@ -424,7 +428,31 @@ def _apply(words: list[_Word], plan: _Plan, forms: SurfaceForms, force: bool = F
                      k, replaced)
         emit(item, carried + ([] if took_gap else [following.gap]))
     _fix_sentence_case(words, items, forms.lexicon)
+    if force:
+        _unsplit_periods(words, items)
     return items
+
+
+def _unsplit_periods(words: list[_Word], items: list[_Item]) -> None:
+    """Keep Punkt going after a word that must keep its period (``st.``, ``1854.``, ``T.``).
+
+    Such a word was written but Punkt ended the sentence there (the output had ``1854`` ``.``).
+    Punkt reads on before a common lower-case word: a capitalized stopword after it is lowered
+    (``1854. In`` -> ``1854. in``); otherwise one is put in (``1854. and 1856``).
+    """
+    k = 0
+    while k + 1 < len(items):
+        item, after = items[k], items[k + 1]
+        k += 1
+        glued = len(item.token) > 1 and item.token.endswith(".") and not _is_punct(item.token)
+        if not (glued and item.changed and (after.text[:1].isalnum() or _kind(after.token) == "right")):
+            continue
+        if _kind(after.token) == "right":  # "Poblacion.[source?]": glued, the period stays
+            after.gap = ""
+        elif after.stem is None and after.text[:1].isupper() and after.text != "I":
+            after.text = after.text.lower()
+        elif item.orig is not None and words[item.orig].token != item.token:  # Punkt split it last time
+            items.insert(k, _Item("and", "and", " ", None, None, True))
 
 
 def _join(items: Iterable[_Item], tail: str = "") -> str:
