@@ -1,0 +1,393 @@
+"""Experiment configs: typed dataclasses loaded from YAML, with ``key.sub=value`` overrides.
+
+One YAML file per model size (``configs/tiny.yaml``, ``small.yaml``, ``base.yaml``) with
+the sections ``data``, ``chunking``, ``tokenizer``, ``model``, ``lexicon`` and
+``train``. Every key is checked: an unknown key, a value of the wrong type or an
+out-of-range value is a :class:`~restore.errors.RestoreError` with one line that
+names the key.
+
+Relative paths (data files, ``cache_dir``, ``output_dir``, ``init_from``,
+``tokenizer.path``) written *in a YAML file* resolve against the parent of the
+folder holding that file, i.e. the repository root for ``configs/*.yaml``, so a
+run does not depend on the current directory; paths given as command-line
+overrides resolve against the current directory, like any shell argument.
+
+>>> raw = {"data": {"train_files": ["wiki.jsonl"]}, "train": {"max_steps": 10}}
+>>> cfg = load_config_dict(raw, overrides=["train.lr=3e-4", "model.d_model=64"])
+>>> cfg.train.max_steps, cfg.train.lr, cfg.model.d_model
+(10, 0.0003, 64)
+>>> load_config_dict({**raw, "train": {"max_step": 10}})
+Traceback (most recent call last):
+restore.errors.RestoreError: <config>: unknown key 'train.max_step' (did you mean 'train.max_steps'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from restore.chunking import ChunkConfig
+from restore.errors import RestoreError
+from restore.model import ModelConfig
+
+SCHEDULES = ("linear", "cosine", "constant")
+SAVE_DTYPES = ("bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where articles come from: local files (globs) or, for online users, a hub dataset id."""
+
+    train_files: list[str] = field(default_factory=list)  # json/jsonl(.xz/.gz)/parquet/txt; globs ok
+    dev_files: list[str] = field(default_factory=list)
+    hub_dataset: str | None = None  # e.g. wikimedia/wikipedia (downloads: never used by tests)
+    hub_config: str | None = None  # e.g. 20231101.en
+    hub_split: str = "train"
+    text_field: str = "text"
+    max_train_articles: int | None = None  # first N articles only (None = all)
+    max_dev_articles: int | None = None
+    dev_holdout: int = 0  # without dev_files: hold out the last N training articles as dev
+    num_proc: int = 0  # processes for data preparation (0 = all CPU cores)
+    cache_dir: str = "cache"  # prepared pairs, keyed by data + chunking + corruption spec
+
+    def __post_init__(self) -> None:
+        if not self.train_files and not self.hub_dataset:
+            raise ValueError("data.train_files is empty and no data.hub_dataset is set: give training data")
+        if self.train_files and self.hub_dataset:
+            raise ValueError("data.train_files and data.hub_dataset are both set: choose one")
+        if self.dev_holdout and self.max_train_articles is not None and self.dev_holdout >= self.max_train_articles:
+            raise ValueError(
+                f"data.dev_holdout ({self.dev_holdout}) must be smaller than data.max_train_articles ({self.max_train_articles})"
+            )
+        _check_min(self, "data", ("max_train_articles", 1), ("max_dev_articles", 1), ("dev_holdout", 0), ("num_proc", 0))
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The subword vocabulary, trained on sources and targets of a sample of pairs (or reused)."""
+
+    vocab_size: int = 16000
+    sample_pairs: int = 50000  # pairs whose source and target go into sentencepiece
+    path: str | None = None  # reuse the tokenizer of this directory instead of training one
+
+    def __post_init__(self) -> None:
+        _check_min(self, "tokenizer", ("vocab_size", 64), ("sample_pairs", 1))
+
+
+@dataclass(frozen=True)
+class LexiconConfig:
+    """``lexicon.json.gz`` beside the model: surface forms per stem, from a sample of targets."""
+
+    sample_pairs: int = 50000
+    min_count: int = 2
+    max_entries: int = 100000
+
+    def __post_init__(self) -> None:
+        _check_min(self, "lexicon", ("sample_pairs", 1), ("min_count", 1), ("max_entries", 1))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop, evaluation, checkpoints and the exported model."""
+
+    output_dir: str = "runs/model"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    cpu_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest on a busy machine
+    max_steps: int = 1000  # optimizer steps; the LR schedule spans exactly these
+    stop_after_steps: int | None = None  # stop early (checkpoint + export), resume later with --resume
+    time_limit_minutes: float | None = None  # likewise stop once this session has run this long
+    batch_tokens: int = 8192  # per device and micro-batch: batch size x longest (source or target) length
+    grad_accum: int = 1
+    lr: float = 1e-3
+    schedule: str = "linear"  # linear | cosine | constant (after warmup)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0  # decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.01
+    adam_beta2: float = 0.98
+    grad_clip: float = 1.0  # 0 = no clipping
+    label_smoothing: float = 0.0
+    eval_every: int = 0  # steps (0 = only at the end)
+    eval_pairs: int = 512  # dev pairs for the loss
+    eval_bleu_pairs: int = 64  # dev pairs translated greedily for BLEU (0 = none)
+    save_every: int = 0  # checkpoint every N steps (0 = only when stopping)
+    log_every: int = 50
+    keep_checkpoint: bool = False  # keep the resumable checkpoint after the run completes
+    save_dtype: str = "bf16"  # bf16 | fp32 weights in the exported model
+    max_shard_size: str | None = None  # e.g. "20MB": split model.safetensors into shards
+
+    def __post_init__(self) -> None:
+        _check_min(
+            self, "train",
+            ("seed", 0), ("cpu_threads", 0), ("max_steps", 1), ("stop_after_steps", 1), ("batch_tokens", 16), ("grad_accum", 1),
+            ("warmup_steps", 0), ("eval_every", 0), ("eval_pairs", 1), ("eval_bleu_pairs", 0),
+            ("save_every", 0), ("log_every", 1),
+        )  # fmt: skip
+        _check_choice("train.device", self.device, DEVICES)
+        _check_choice("train.schedule", self.schedule, SCHEDULES)
+        _check_choice("train.save_dtype", self.save_dtype, SAVE_DTYPES)
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ValueError(f"train.time_limit_minutes must be > 0, got {self.time_limit_minutes!r}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        for name in ("label_smoothing", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole training run."""
+
+    data: DataConfig
+    chunking: ChunkConfig = field(default_factory=ChunkConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lexicon: LexiconConfig = field(default_factory=LexiconConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS: dict[str, type] = get_type_hints(ExperimentConfig)
+# Keys whose values are file-system paths (resolved as described in the module docstring).
+PATH_KEYS = frozenset(
+    {"data.train_files", "data.dev_files", "data.cache_dir", "train.output_dir", "model.init_from", "tokenizer.path"}
+)
+
+
+# --- loading ---------------------------------------------------------------------------------
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read a YAML config file and apply ``key.sub=value`` overrides (values are YAML scalars)."""
+    p = Path(path)
+    if not p.is_file():
+        raise RestoreError(f"{p}: no such config file" if not p.exists() else f"{p}: not a config file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RestoreError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
+    if raw is None:
+        raw = {}
+    return load_config_dict(raw, overrides, name=str(p), root=p.resolve().parent.parent)
+
+
+def load_config_dict(
+    raw: dict, overrides: Iterable[str] = (), name: str = "<config>", root: str | os.PathLike | None = None
+) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested dict (as read from YAML).
+
+    Relative paths in ``raw`` resolve against ``root`` (kept as written when None);
+    relative paths in ``overrides`` against the current directory.
+    """
+    if not isinstance(raw, dict):
+        raise RestoreError(f"{name}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(raw).__name__}")
+    tree = {section: dict(values) if isinstance(values, dict) else values for section, values in raw.items()}
+    tree.setdefault("data", {})
+    if root is not None:
+        _resolve_paths(tree, Path(root))
+    origin: dict[str, str] = {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        section, _, sub = key.partition(".")
+        if not isinstance(tree.get(section, {}), dict):
+            raise RestoreError(f"{name}: section '{section}' must be a mapping")
+        tree.setdefault(section, {})[sub] = value
+        if key in PATH_KEYS:
+            _resolve_paths({section: {sub: value}}, Path.cwd(), into=tree)
+        origin[key] = f"override {item}"
+    return _build(tree, name, origin)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=3e-4"`` -> ``("train.lr", 0.0003)``; the value is read as YAML.
+
+    >>> _parse_override("data.train_files=[a.jsonl, b.jsonl]")
+    ('data.train_files', ['a.jsonl', 'b.jsonl'])
+    """
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or key.count(".") != 1 or not all(key.split(".")):
+        raise RestoreError(f"override {item!r}: expected section.key=value, e.g. train.max_steps=100")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # not YAML: keep the text as a string
+    if isinstance(value, str) and _looks_like_number(value):
+        value = float(value)  # YAML 1.1 reads "3e-4" as a string
+    return key, value
+
+
+def _looks_like_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
+
+
+def _resolve_paths(tree: dict, root: Path, into: dict | None = None) -> None:
+    """Make relative path values absolute against ``root`` (in place, or into ``into``)."""
+    target = tree if into is None else into
+    for key in PATH_KEYS:
+        section, sub = key.split(".")
+        values = tree.get(section)
+        if not isinstance(values, dict) or sub not in values:
+            continue
+        value = values[sub]
+        if isinstance(value, str):
+            target[section][sub] = _resolve(value, root)
+        elif isinstance(value, list):
+            target[section][sub] = [_resolve(v, root) if isinstance(v, str) else v for v in value]
+
+
+def _resolve(value: str, root: Path) -> str:
+    if "://" in value or not value:
+        return value
+    p = Path(value).expanduser()
+    return str(p) if p.is_absolute() else os.path.normpath(root / p)
+
+
+def _build(tree: dict, name: str, origin: dict[str, str]) -> ExperimentConfig:
+    unknown = [s for s in tree if s not in SECTIONS]
+    if unknown:
+        raise RestoreError(f"{name}: unknown section '{unknown[0]}'{_suggest(unknown[0], SECTIONS)}")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = tree.get(section, {})
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise RestoreError(f"{name}: section '{section}' must be a mapping, got {values!r}")
+        sections[section] = _build_section(section, cls, values, name, origin)
+    return ExperimentConfig(**sections)
+
+
+def _build_section(section: str, cls: type, values: dict, name: str, origin: dict[str, str]) -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{section}.{key}"
+        where = origin.get(full, name)
+        if key not in hints:
+            raise RestoreError(f"{where}: unknown key '{full}'{_suggest(key, hints, section)}")
+        try:
+            kwargs[key] = _coerce(value, hints[key], full)
+        except ValueError as e:
+            raise RestoreError(f"{where}: {e}") from None
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        message = str(e)
+        if not message.startswith(section + "."):
+            message = f"{section}.{message}"
+        key = message.split()[0].rstrip(":")
+        raise RestoreError(f"{origin.get(key, name)}: {message}") from None
+
+
+def _suggest(word: str, choices: Iterable[str], section: str | None = None) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if not close:
+        return ""
+    return f" (did you mean '{section + '.' if section else ''}{close[0]}'?)"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type hint (int, float, str, bool, ``X | None``, ``list[str]``).
+
+    >>> _coerce(3, float, "train.lr"), _coerce("a.jsonl", list[str], "data.train_files")
+    (3.0, ['a.jsonl'])
+    >>> _coerce("fast", int, "train.max_steps")
+    Traceback (most recent call last):
+    ValueError: train.max_steps must be an integer, got 'fast'
+    """
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value is None and len(args) < len(get_args(hint)):
+            return None
+        return _coerce(value, args[0], key)
+    if get_origin(hint) is list:
+        (item,) = get_args(hint)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single file is a list of one
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, str) and _looks_like_number(value):
+            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"{key}: unsupported config type {hint!r}")  # a bug in a dataclass, not user input
+
+
+def _check_min(obj: Any, section: str, *limits: tuple[str, int]) -> None:
+    for name, low in limits:
+        value = getattr(obj, name)
+        if value is not None and value < low:
+            raise ValueError(f"{section}.{name} must be >= {low}, got {value!r}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# --- writing ---------------------------------------------------------------------------------
+def config_to_dict(config: ExperimentConfig) -> dict:
+    """Plain nested dict of a config (for YAML/JSON; loads back with :func:`load_config_dict`).
+
+    >>> cfg = load_config_dict({"data": {"train_files": ["a.jsonl"]}})
+    >>> load_config_dict(config_to_dict(cfg)) == cfg
+    True
+    """
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The config as YAML text (sections in their usual order)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig, ignore: Iterable[str] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (``ignore`` lists keys to skip).
+
+    >>> base = load_config_dict({"data": {"train_files": "a"}})
+    >>> config_differences(base, load_config_dict({"data": {"train_files": "a"}, "train": {"lr": 0.1}}))
+    ['train.lr']
+    """
+    da, db = config_to_dict(a), config_to_dict(b)
+    skip = set(ignore)
+    return [
+        f"{section}.{key}"
+        for section in da
+        for key in da[section]
+        if f"{section}.{key}" not in skip and da[section][key] != db[section][key]
+    ]

@@ -1,0 +1,463 @@
+"""Training pairs: articles -> (corrupted source chunk, original text span), prepared in parallel and cached.
+
+Each article is cut with the chunking rule of :mod:`restore.chunking`, restricted
+to cuts that fall between two Punkt sentences, so every source chunk lines up with
+an exact span of the original text:
+
+1. Punkt sentences (:func:`restore.corrupt.sentence_spans`), each corrupted on its
+   own (:func:`restore.corrupt.corrupt_sentence`, equal to whole-text corruption);
+2. :func:`restore.chunking.unit_starts` on the article's whole token stream; only
+   starts that coincide with a sentence start are kept, so sentences group into units;
+3. units longer than ``max_source_tokens`` are dropped (counted): inference would
+   hard-split them at arbitrary points, which has no aligned target;
+4. :func:`restore.chunking.pack_units` packs the remaining runs of units into
+   chunks (a heading always opens one; no chunk spans a dropped unit).
+
+A pair is ``source = " ".join(chunk tokens)`` and ``target = text[first_start:last_end]``.
+
+Preparation runs as ``datasets.map(batched=True, num_proc=N)`` and is saved with
+``save_to_disk`` under ``cache_dir/pairs-<key>``, where the key covers the data files
+(path, size, mtime), the selection, the chunking settings and the corruption spec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
+from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
+from restore.errors import RestoreError
+
+PAIRS_FORMAT = "pairs/1"  # bump when pairing changes: old caches are then ignored
+COMPRESSIONS = (".xz", ".gz", ".bz2", ".zst", ".lz4")
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
+IGNORE_INDEX = -100
+
+
+# --- one article -----------------------------------------------------------------------------
+def article_pairs(text: str, max_source_tokens: int) -> tuple[list[str], list[str], int, int]:
+    """Pairs of one article: ``(sources, targets, units, dropped_units)``.
+
+    >>> text = "## Early life\\n\\nHe was born in 1879. His father was a farmer. He left."
+    >>> sources, targets, units, dropped = article_pairs(text, 8)
+    >>> sources
+    ['# # earli life born 1879 .', 'father farmer . left .']
+    >>> targets
+    ['## Early life\\n\\nHe was born in 1879.', 'His father was a farmer. He left.']
+    >>> units, dropped
+    (3, 0)
+    """
+    spans = sentence_spans(text)
+    tokens: list[str] = []
+    offsets: list[int] = []  # token offset at which each sentence starts
+    for s, e in spans:
+        offsets.append(len(tokens))
+        tokens.extend(corrupt_sentence(text[s:e]))
+    cuts = set(unit_starts(tokens))
+    # A sentence opens a unit when the token rule cuts exactly where it starts; a sentence
+    # without tokens joins the unit it sits in.
+    firsts = [i for i, off in enumerate(offsets) if i == 0 or (off != offsets[i - 1] and off in cuts)]
+    bounds = [offsets[i] for i in firsts] + [len(tokens)]
+    sources: list[str] = []
+    targets: list[str] = []
+    dropped = 0
+    run: list[int] = []  # consecutive kept units (indices into firsts)
+    for u in range(len(firsts) + 1):
+        too_long = u < len(firsts) and bounds[u + 1] - bounds[u] > max_source_tokens
+        if u < len(firsts) and not too_long:
+            run.append(u)
+            continue
+        dropped += too_long
+        lengths = [bounds[k + 1] - bounds[k] for k in run]
+        headings = [is_heading_start(tokens, bounds[k]) for k in run]
+        for group in pack_units(lengths, headings, max_source_tokens):
+            first, last = run[group[0]], run[group[-1]]
+            source = " ".join(tokens[bounds[first] : bounds[last + 1]])
+            if source:
+                last_sentence = (firsts[last + 1] if last + 1 < len(firsts) else len(spans)) - 1
+                sources.append(source)
+                targets.append(text[spans[firsts[first]][0] : spans[last_sentence][1]])
+        run = []
+    return sources, targets, len(firsts) if tokens else 0, dropped
+
+
+def _pairs_batch(batch: dict, max_source_tokens: int) -> dict:
+    out: dict[str, list] = {"sources": [], "targets": [], "units": [], "dropped_units": []}
+    for text in batch["text"]:
+        sources, targets, units, dropped = article_pairs(text or "", max_source_tokens)
+        out["sources"].append(sources)
+        out["targets"].append(targets)
+        out["units"].append(units)
+        out["dropped_units"].append(dropped)
+    return out
+
+
+def _flatten_batch(batch: dict) -> dict:
+    return {
+        "source": [s for sources in batch["sources"] for s in sources],
+        "target": [t for targets in batch["targets"] for t in targets],
+    }
+
+
+# --- finding and loading articles ------------------------------------------------------------
+def resolve_files(patterns: Sequence[str], key: str) -> list[str]:
+    """Expand globs (sorted, in pattern order, no duplicates); a pattern matching nothing is an error."""
+    files: list[str] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise RestoreError(f"{key}: no file matches {pattern}")
+        elif os.path.isdir(pattern):
+            raise RestoreError(f"{key}: {pattern} is a directory; name files or a glob such as {pattern}/*.jsonl.xz")
+        elif not os.path.isfile(pattern):
+            raise RestoreError(f"{key}: no such file: {pattern}")
+        else:
+            matches = [pattern]
+        files.extend(m for m in matches if m not in files)
+    return files
+
+
+def builder_for(path: str) -> str:
+    """The ``datasets`` builder that reads ``path`` (by extension, compression allowed).
+
+    >>> builder_for("train-00.jsonl.xz"), builder_for("part.parquet"), builder_for("book.txt")
+    ('json', 'parquet', 'text')
+    """
+    name = path.lower()
+    for ext in COMPRESSIONS:
+        name = name.removesuffix(ext)
+    builder = BUILDERS.get(os.path.splitext(name)[1])
+    if builder is None:
+        raise RestoreError(f"{path}: unsupported data file type (use .jsonl/.json/.parquet/.txt, optionally compressed)")
+    return builder
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Keep ``datasets`` from logging (its errors become one RestoreError line instead)."""
+    import datasets
+
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(logging.CRITICAL)
+    if not sys.stderr.isatty():
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+
+
+def load_file(path: str, text_field: str, cache_dir: str):
+    """One local file as a ``datasets.Dataset`` with a single ``text`` column (None if it is empty)."""
+    import datasets
+
+    builder = builder_for(path)
+    kwargs = {"sample_by": "document"} if builder == "text" else {}  # a text file is one article
+    try:
+        with _quiet_datasets():
+            ds = datasets.load_dataset(builder, data_files=[path], split="train", cache_dir=cache_dir, **kwargs)
+    except StopIteration:
+        return None
+    except ValueError as e:
+        if "corresponds to no data" in str(e):
+            return None
+        raise RestoreError(f"{path}: cannot read ({_first_line(e)})") from None
+    except Exception as e:  # datasets wraps parse errors of every kind; report the root cause
+        raise RestoreError(f"{path}: cannot read ({_first_line(e.__cause__ or e)})") from None
+    field_name = "text" if builder == "text" else text_field
+    return _text_column(ds, field_name, path)
+
+
+def load_hub(dataset_id: str, config_name: str | None, split: str, text_field: str, cache_dir: str):
+    """A dataset from the Hugging Face hub (downloads; never used by tests)."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, config_name, split=split, cache_dir=cache_dir)
+    except Exception as e:  # offline, unknown id, bad config: one line for the user
+        raise RestoreError(f"data.hub_dataset {dataset_id}: cannot load ({_first_line(e)})") from None
+    return _text_column(ds, text_field, dataset_id)
+
+
+def _text_column(ds, field_name: str, name: str):
+    if field_name not in ds.column_names:
+        raise RestoreError(f"{name}: records have no {field_name!r} field (fields: {', '.join(ds.column_names)}; see data.text_field)")
+    dtype = getattr(ds.features[field_name], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise RestoreError(f"{name}: field {field_name!r} is not text (type {dtype})")
+    ds = ds.select_columns([field_name])
+    return ds.rename_column(field_name, "text") if field_name != "text" else ds
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# --- the prepared pair sets ------------------------------------------------------------------
+@dataclass
+class PairSet:
+    """Prepared pairs of one split: a ``datasets.Dataset`` (``source``, ``target``) and how it was made."""
+
+    dataset: object
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+@dataclass(frozen=True)
+class ArticleSelection:
+    """Which articles a split uses: files (or a hub dataset) and a ``[start, stop)`` range of them."""
+
+    files: tuple[str, ...] = ()
+    hub: tuple[str, str | None, str] | None = None  # (dataset id, config, split)
+    text_field: str = "text"
+    start: int = 0
+    stop: int | None = None
+
+    def key(self, chunking: ChunkConfig) -> str:
+        """Cache key: file identities, selection, chunking and corruption spec."""
+        files = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in self.files]
+        payload = [PAIRS_FORMAT, SPEC_VERSION, chunking.max_source_tokens, files, self.hub, self.text_field, self.start, self.stop]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]
+
+    def describe(self) -> list[str]:
+        return list(self.files) if self.files else [f"hub:{'/'.join(str(x) for x in self.hub if x)}"]
+
+
+def split_selections(data) -> tuple[ArticleSelection, ArticleSelection | None]:
+    """Train and dev article selections of a :class:`restore.config.DataConfig` (checks that files exist)."""
+    hub = (data.hub_dataset, data.hub_config, data.hub_split) if data.hub_dataset else None
+    train_files = tuple(resolve_files(data.train_files, "data.train_files")) if data.train_files else ()
+    stop = data.max_train_articles
+    train = ArticleSelection(train_files, hub, data.text_field, 0, stop)
+    if data.dev_files:
+        dev_files = tuple(resolve_files(data.dev_files, "data.dev_files"))
+        return train, ArticleSelection(dev_files, None, data.text_field, 0, data.max_dev_articles)
+    if data.dev_holdout:
+        # The last dev_holdout of the (possibly capped) training articles; negative = from the end.
+        cut = -data.dev_holdout if stop is None else stop - data.dev_holdout
+        held = ArticleSelection(train_files, hub, data.text_field, cut, stop)
+        return ArticleSelection(train_files, hub, data.text_field, 0, cut), held
+    return train, None
+
+
+def load_articles(selection: ArticleSelection, cache_dir: str):
+    """The selected articles as one ``datasets.Dataset`` with a ``text`` column."""
+    import datasets
+
+    hf_cache = os.path.join(cache_dir, "hf")
+    if selection.hub:
+        parts = [load_hub(*selection.hub, selection.text_field, hf_cache)]
+    else:
+        parts = [load_file(f, selection.text_field, hf_cache) for f in selection.files]
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        raise RestoreError(f"{', '.join(selection.describe())}: no articles (the data is empty)")
+    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    n = len(ds)
+    start = selection.start if selection.start >= 0 else n + selection.start
+    stop = n if selection.stop is None else (selection.stop if selection.stop >= 0 else n + selection.stop)
+    start, stop = max(0, min(start, n)), max(0, min(stop, n))
+    if stop <= start:
+        raise RestoreError(f"{', '.join(selection.describe())}: no articles selected ({n} available)")
+    return ds.select(range(start, stop)) if (start, stop) != (0, n) else ds
+
+
+def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir: str, num_proc: int = 0) -> PairSet:
+    """Pairs of the selected articles, from the cache when they were prepared before.
+
+    ``num_proc`` processes run the preparation (0 = all CPU cores).
+    """
+    import datasets
+
+    key = selection.key(chunking)
+    dest = Path(cache_dir) / f"pairs-{key}"
+    if (dest / "stats.json").is_file():
+        stats = json.loads((dest / "stats.json").read_text(encoding="utf-8"))
+        return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": True})
+    started = time.perf_counter()
+    articles = load_articles(selection, cache_dir)
+    procs = _num_proc(num_proc, len(articles))
+    work = Path(cache_dir) / f"pairs-{key}.work-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        with _quiet_datasets():
+            per_article = articles.map(
+                _pairs_batch,
+                fn_kwargs={"max_source_tokens": chunking.max_source_tokens},
+                batched=True,
+                batch_size=64,
+                num_proc=procs,
+                remove_columns=articles.column_names,
+                cache_file_name=str(work / "articles.arrow"),
+                desc="pairs",
+            )
+            pairs = per_article.map(
+                _flatten_batch,
+                batched=True,
+                batch_size=256,
+                remove_columns=per_article.column_names,
+                cache_file_name=str(work / "pairs.arrow"),
+                desc="flatten",
+            )
+            stats = {
+                "articles": len(articles),
+                "pairs": len(pairs),
+                "units": int(sum(per_article["units"])),
+                "dropped_units": int(sum(per_article["dropped_units"])),
+                "files": selection.describe(),
+                "num_proc": procs or 1,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            tmp = Path(f"{dest}.tmp-{os.getpid()}")
+            pairs.save_to_disk(str(tmp))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": False})
+
+
+def _num_proc(requested: int, rows: int) -> int | None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    procs = min(requested or cores, max(1, rows // 8))  # tiny inputs are not worth a process pool
+    return procs if procs > 1 else None
+
+
+# --- token ids in memory ---------------------------------------------------------------------
+@dataclass
+class TokenizedPairs:
+    """Token ids of all pairs as flat arrays (fast batching without Python lists per pair).
+
+    Pair ``i`` has source ids ``src[src_off[i]:src_off[i + 1]]`` (ending in ``</s>``) and
+    target ids likewise; pairs longer than ``max_length`` on either side are left out.
+    """
+
+    src: np.ndarray
+    src_off: np.ndarray
+    tgt: np.ndarray
+    tgt_off: np.ndarray
+    dropped: int = 0
+
+    @classmethod
+    def encode(cls, pairs, tokenizer, max_length: int, chunk: int = 20000) -> "TokenizedPairs":
+        """Encode a pairs dataset (``source``, ``target`` columns) with the tokenizer, in chunks."""
+        src_ids: list[np.ndarray] = []
+        tgt_ids: list[np.ndarray] = []
+        dropped = 0
+        for batch in pairs.iter(batch_size=chunk):
+            s_batch = tokenizer(list(batch["source"]), verbose=False)["input_ids"]
+            t_batch = tokenizer(list(batch["target"]), verbose=False)["input_ids"]
+            for s, t in zip(s_batch, t_batch):
+                if len(s) > max_length or len(t) > max_length:
+                    dropped += 1
+                    continue
+                src_ids.append(np.asarray(s, dtype=np.int32))
+                tgt_ids.append(np.asarray(t, dtype=np.int32))
+        return cls(*_flatten(src_ids), *_flatten(tgt_ids), dropped=dropped)
+
+    def __len__(self) -> int:
+        return len(self.src_off) - 1
+
+    @property
+    def src_lens(self) -> np.ndarray:
+        return np.diff(self.src_off)
+
+    @property
+    def tgt_lens(self) -> np.ndarray:
+        return np.diff(self.tgt_off)
+
+    def collate(self, indices: Sequence[int], pad_id: int, decoder_start_id: int) -> dict[str, torch.Tensor]:
+        """A padded batch: ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``labels`` (-100 = pad)."""
+        n = len(indices)
+        src_len = int(max(self.src_off[i + 1] - self.src_off[i] for i in indices))
+        tgt_len = int(max(self.tgt_off[i + 1] - self.tgt_off[i] for i in indices))
+        input_ids = np.full((n, src_len), pad_id, dtype=np.int64)
+        attention = np.zeros((n, src_len), dtype=np.int64)
+        labels = np.full((n, tgt_len), IGNORE_INDEX, dtype=np.int64)
+        decoder_in = np.full((n, tgt_len), pad_id, dtype=np.int64)
+        for row, i in enumerate(indices):
+            s = self.src[self.src_off[i] : self.src_off[i + 1]]
+            t = self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]]
+            input_ids[row, : len(s)] = s
+            attention[row, : len(s)] = 1
+            labels[row, : len(t)] = t
+            decoder_in[row, 0] = decoder_start_id  # teacher forcing: targets shifted right
+            decoder_in[row, 1 : len(t)] = t[:-1]
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention),
+            "decoder_input_ids": torch.from_numpy(decoder_in),
+            "labels": torch.from_numpy(labels),
+        }
+
+
+def _flatten(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+    return flat, offsets
+
+
+# --- batches ---------------------------------------------------------------------------------
+def token_batches(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Length-grouped batches of at most ``batch_tokens`` padded tokens, shuffled per epoch.
+
+    Pairs are shuffled, stably sorted by length (so equal lengths mix differently every
+    epoch), cut greedily into batches (size x longest <= budget; a longer pair goes alone)
+    and the batch order is shuffled. The same ``(seed, epoch)`` always gives the same batches.
+
+    >>> bs = token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, seed=0, epoch=0)
+    >>> sorted(sorted(b.tolist()) for b in bs)
+    [[0], [1, 3, 4], [2], [5]]
+    >>> [b.tolist() for b in bs] == [b.tolist() for b in token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, 0, 0)]
+    True
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    batches: list[np.ndarray] = []
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or (i - start + 1) * lengths[order[i]] > batch_tokens:
+            batches.append(order[start:i])
+            start = i
+    rng.shuffle(batches)
+    return batches
+
+
+def eval_indices(n: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``n`` pairs (a dev sample that covers every article).
+
+    >>> eval_indices(10, 4).tolist(), eval_indices(3, 8).tolist()
+    ([0, 3, 6, 9], [0, 1, 2])
+    """
+    if count >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
+
+
+def sample_indices(n: int, count: int, seed: int) -> np.ndarray:
+    """A deterministic random sample of ``min(count, n)`` indices, in increasing order."""
+    if count >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, size=count, replace=False))

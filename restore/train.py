@@ -1,0 +1,610 @@
+"""Training: ``python -m restore train --config configs/X.yaml [section.key=value ...] [--resume]``.
+
+One run, in order:
+
+1. prepare (or load cached) train/dev pairs (:mod:`restore.data`, parallel ``datasets.map``);
+2. train the tokenizer on a sample of sources and targets, build the lexicon from a
+   sample of targets, save both into ``train.output_dir`` (skipped when resuming);
+3. build the model (:mod:`restore.model`) or start from ``model.init_from``;
+4. an ``accelerate`` loop: bf16 autocast on CUDA, fp32 on the CPU; length-grouped
+   token-budget batches, fixed per epoch by the seed; AdamW with warmup and
+   linear/cosine decay; periodic dev loss + greedy-decoding sacreBLEU; checkpoints;
+5. export a self-describing model directory: ``save_pretrained`` weights (safetensors,
+   ``train.save_dtype``), tokenizer, ``lexicon.json.gz`` and ``restore.json``.
+
+Multi-GPU needs no code change: ``torchrun --nproc-per-node N -m restore train ...``
+or ``accelerate launch -m restore train ...``; every rank takes its share of each
+step's batches. ``--resume`` continues from ``output_dir/checkpoint`` exactly: model,
+optimizer, scheduler, step, data position (epoch + batch) and every RNG are restored,
+so an interrupted run ends with the same weights as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from restore import __version__
+from restore.checkpoint import RESTORE_JSON, write_restore_json
+from restore.config import ExperimentConfig, config_differences, config_to_dict, dump_config, load_config, load_config_dict
+from restore.data import (
+    IGNORE_INDEX,
+    PairSet,
+    TokenizedPairs,
+    eval_indices,
+    prepare_pairs,
+    sample_indices,
+    split_selections,
+    token_batches,
+)
+from restore.device import describe, resolve_device
+from restore.errors import RestoreError
+from restore.lexicon import LEXICON_FILE, Lexicon
+from restore.model import build_model, count_parameters, load_pretrained
+from restore.tokenizer import train_tokenizer
+
+CHECKPOINT = "checkpoint"
+TRAIN_CONFIG = "train_config.yaml"
+# Settings that may differ between a run and its --resume without changing the weights.
+RESUME_MAY_CHANGE = frozenset(
+    {"train.stop_after_steps", "train.time_limit_minutes", "train.log_every", "train.save_every", "train.keep_checkpoint",
+     "train.device", "train.cpu_threads", "train.eval_every", "train.eval_pairs", "train.eval_bleu_pairs",
+     "data.num_proc", "data.cache_dir"}
+)  # fmt: skip
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved with every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0  # optimizer steps done in the current epoch (the data position)
+    tokens_seen: int = 0  # source + target tokens, all ranks
+    train_seconds: float = 0.0  # time in training steps, all sessions
+    wall_seconds: float = 0.0  # wall time of earlier sessions
+    world_size: int = 1
+    history: list = field(default_factory=list)  # dev metrics per evaluation
+
+
+class LRSchedule:
+    """Linear warmup, then linear or cosine decay to ``min_ratio`` at ``total`` steps (or constant).
+
+    >>> f = LRSchedule(warmup=2, total=10, kind="linear", min_ratio=0.0)
+    >>> [round(f(s), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+
+    def __init__(self, warmup: int, total: int, kind: str, min_ratio: float) -> None:
+        self.warmup, self.total, self.kind, self.min_ratio = warmup, total, kind, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        shape = 1.0 - progress if self.kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_ratio + (1.0 - self.min_ratio) * shape
+
+
+# --- entry points ----------------------------------------------------------------------------
+def run_train_cli(args) -> None:
+    """``restore train``: ``args.config``, ``args.overrides`` (``section.key=value``), ``args.resume``."""
+    train(load_config(args.config, args.overrides or []), resume=bool(args.resume))
+
+
+def train(config: ExperimentConfig, resume: bool = False) -> Path:
+    """Train (or resume) the run described by ``config``; returns the exported model directory."""
+    threads = torch.get_num_threads()
+    if config.train.cpu_threads:
+        torch.set_num_threads(config.train.cpu_threads)
+    try:
+        return _train(config, resume)
+    finally:
+        torch.set_num_threads(threads)  # the setting is process-wide: leave it as found
+
+
+def _train(config: ExperimentConfig, resume: bool) -> Path:
+    session_start = time.perf_counter()
+    out = Path(config.train.output_dir)
+    _check_output_dir(out, config, resume)
+    device = resolve_device(config.train.device)
+    selections = split_selections(config.data)  # missing files fail here, before any work
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no")
+    log = _Log(accelerator.is_main_process)
+    train_pairs, dev_pairs = _prepare_data(config, selections, accelerator, log)
+    tokenizer = _prepare_artifacts(config, out, train_pairs, resume, accelerator, log)
+
+    torch.manual_seed(config.train.seed)
+    model = _create_model(config, tokenizer).to(accelerator.device)
+    max_len = int(getattr(model.config, "max_position_embeddings", 1024))
+    train_set = _encode(train_pairs, tokenizer, max_len)
+    if not len(train_set):
+        raise RestoreError(f"no training pair fits the model's {max_len} positions")
+    dev_set = _encode(dev_pairs, tokenizer, max_len) if dev_pairs and len(dev_pairs) else None
+    log(
+        f"model: {type(model).__name__}, {count_parameters(model) / 1e6:.2f}M parameters, vocab {len(tokenizer)}; "
+        f"{len(train_set):,} train pairs encoded ({train_set.dropped} longer than {max_len} tokens dropped)"
+    )
+    optimizer = _make_optimizer(model, config, accelerator.device)
+    schedule = LRSchedule(config.train.warmup_steps, config.train.max_steps, config.train.schedule, config.train.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    state = TrainState(world_size=accelerator.num_processes)
+    if resume:
+        state = _load_checkpoint(out, model, optimizer, scheduler, accelerator)
+        log(f"resumed from {out / CHECKPOINT} at step {state.step} (epoch {state.epoch}, batch {state.epoch_step})")
+    else:
+        torch.manual_seed(config.train.seed + accelerator.process_index)  # dropout stream per rank
+    trainer = Trainer(config, accelerator, model, optimizer, scheduler, tokenizer, train_set, dev_set, state, out, log)
+    trainer.pairs = {"train": train_pairs.stats, "dev": dev_pairs.stats if dev_pairs else None}
+    trainer.session_start = session_start  # wall time includes data preparation
+    return trainer.run()
+
+
+def _prepare_data(config: ExperimentConfig, selections, accelerator, log) -> tuple[PairSet, PairSet | None]:
+    """Train/dev pairs: the main process prepares (or finds them cached), then the other ranks load them."""
+    train_sel, dev_sel = selections
+    with accelerator.main_process_first():
+        train_pairs = prepare_pairs(train_sel, config.chunking, config.data.cache_dir, config.data.num_proc)
+        dev_pairs = prepare_pairs(dev_sel, config.chunking, config.data.cache_dir, config.data.num_proc) if dev_sel else None
+    if not len(train_pairs):
+        raise RestoreError(f"{', '.join(train_sel.describe())}: no training pairs (the articles have no sentences)")
+    log(_describe_pairs("train", train_pairs) + (f"; {_describe_pairs('dev', dev_pairs)}" if dev_pairs else ""))
+    return train_pairs, dev_pairs
+
+
+def _prepare_artifacts(config: ExperimentConfig, out: Path, pairs: PairSet, resume: bool, accelerator, log):
+    """The run's config, tokenizer and lexicon in ``out`` (kept as they are when resuming); returns the tokenizer."""
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (out / TRAIN_CONFIG).write_text(dump_config(config), encoding="utf-8")
+    with accelerator.main_process_first():
+        tokenizer = _prepare_tokenizer(config, out, pairs, fresh=main and not resume, log=log)
+    if main and not (resume and (out / LEXICON_FILE).is_file()):
+        _build_lexicon(config, out, pairs, log)
+    return tokenizer
+
+
+# --- the loop --------------------------------------------------------------------------------
+class Trainer:
+    """Runs steps, evaluates, checkpoints and exports; one instance per session."""
+
+    def __init__(self, config, accelerator, model, optimizer, scheduler, tokenizer, train_set, dev_set, state, out, log):
+        self.config, self.cfg = config, config.train
+        self.accelerator = accelerator
+        self.raw_model = model
+        self.model = accelerator.prepare(model)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.tokenizer = tokenizer
+        self.train_set, self.dev_set = train_set, dev_set
+        self.state, self.out, self.log = state, out, log
+        self.lengths = np.maximum(train_set.src_lens, train_set.tgt_lens)
+        self.pair_tokens = train_set.src_lens + train_set.tgt_lens
+        self.pad_id = tokenizer.pad_token_id
+        self.start_id = model.config.decoder_start_token_id
+        self.end_step = min(self.cfg.max_steps, self.cfg.stop_after_steps or self.cfg.max_steps)
+        self.session_tokens, self.session_train_seconds = 0, 0.0
+        self.loss_sum, self.loss_count = torch.zeros((), device=accelerator.device), 0
+        self.pairs: dict = {}
+        self.session_start = time.perf_counter()
+        self.first_step = state.step
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def run(self) -> Path:
+        bar = tqdm(
+            total=self.end_step, initial=self.state.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+            disable=not (self.accelerator.is_main_process and sys.stderr.isatty()), desc="train",
+        )  # fmt: skip
+        self.bar = bar
+        self.model.train()
+        while self.state.step < self.end_step:
+            batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
+            per_step = self.world * self.cfg.grad_accum
+            steps_in_epoch = len(batches) // per_step
+            if not steps_in_epoch:
+                raise RestoreError(
+                    f"{len(batches)} batches per epoch cannot fill one step of {per_step} "
+                    "(lower train.batch_tokens or train.grad_accum, or use more data)"
+                )
+            while self.state.epoch_step < steps_in_epoch and self.state.step < self.end_step:
+                first = self.state.epoch_step * per_step
+                self._step(batches[first : first + per_step])
+                self._after_step()
+                if self._out_of_time():
+                    self.end_step = self.state.step
+                    self.log(f"time limit: {self.cfg.time_limit_minutes} minutes reached at step {self.state.step}")
+            if self.state.epoch_step >= steps_in_epoch:
+                self.state.epoch, self.state.epoch_step = self.state.epoch + 1, 0
+        bar.close()
+        return self._finish()
+
+    def _step(self, step_batches: list[np.ndarray]) -> None:
+        """One optimizer step; micro-batch ``m`` of rank ``r`` is ``step_batches[m * world + r]``."""
+        started = time.perf_counter()
+        mine = step_batches[self.accelerator.process_index :: self.world]
+        for m, ids in enumerate(mine):
+            batch = self._to_device(self.train_set.collate(ids, self.pad_id, self.start_id))
+            labels = batch.pop("labels")
+            sync = m == len(mine) - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                logits = self.model(**batch, use_cache=False).logits
+                loss = F.cross_entropy(
+                    logits.float().flatten(0, 1), labels.flatten(),
+                    ignore_index=IGNORE_INDEX, label_smoothing=self.cfg.label_smoothing,
+                )  # fmt: skip
+                self.accelerator.backward(loss / len(mine))
+            self.loss_sum += loss.detach()
+            self.loss_count += 1
+        if self.cfg.grad_clip:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = int(sum(int(self.pair_tokens[b].sum()) for b in step_batches))
+        self.state.step += 1
+        self.state.epoch_step += 1
+        self.state.tokens_seen += tokens
+        self.session_tokens += tokens
+        elapsed = time.perf_counter() - started
+        self.state.train_seconds += elapsed
+        self.session_train_seconds += elapsed
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = self.accelerator.device
+        if device.type != "cuda":
+            return batch
+        # Pinned + non_blocking: the copy does not wait for the GPU to drain the previous step.
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+    def _after_step(self) -> None:
+        step = self.state.step
+        self.bar.update(1)
+        if step % self.cfg.log_every == 0 or step == self.end_step:
+            self._log_progress()
+        if self.cfg.eval_every and step % self.cfg.eval_every == 0 and step < self.end_step:
+            self._evaluate()
+        if self.cfg.save_every and step % self.cfg.save_every == 0 and step < self.end_step:
+            self._save_checkpoint()
+
+    def _out_of_time(self) -> bool:
+        """All ranks agree (the main process decides) whether the session's time is up."""
+        if self.cfg.time_limit_minutes is None:
+            return False
+        late = time.perf_counter() - self.session_start > 60 * self.cfg.time_limit_minutes
+        if self.world == 1:
+            return late
+        if self.state.step % 10:
+            return False  # a collective every step would stall the GPU queue
+        flag = torch.tensor([float(late)], device=self.accelerator.device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    def _log_progress(self) -> None:
+        loss = self.accelerator.reduce(self.loss_sum / max(1, self.loss_count), "mean").item()
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        rate = self.session_tokens / max(self.session_train_seconds, 1e-9)
+        lr = self.scheduler.get_last_lr()[0]
+        self.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {rate:,.0f} tok/s")
+        if not self.bar.disable:
+            return
+        done = self.state.step - self.first_step
+        eta = (self.end_step - self.state.step) * self.session_train_seconds / max(1, done)
+        self.log(
+            f"step {self.state.step}/{self.end_step} epoch {self.state.epoch} loss {loss:.4f} lr {lr:.2e} "
+            f"{rate:,.0f} tok/s eta {_hms(eta)}"
+        )
+
+    # --- evaluation ---
+    def _evaluate(self) -> dict | None:
+        """Dev loss and greedy sacreBLEU on the main process (others wait)."""
+        metrics = None
+        if self.dev_set is not None and self.accelerator.is_main_process:
+            started = time.perf_counter()
+            model = self.accelerator.unwrap_model(self.model)
+            model.eval()
+            with torch.no_grad(), self.accelerator.autocast():
+                metrics = {"step": self.state.step, **self._dev_loss(model), **self._dev_bleu(model)}
+            model.train()
+            metrics["seconds"] = round(time.perf_counter() - started, 2)
+            self.state.history.append(metrics)
+            bleu = f", BLEU {metrics['bleu']:.2f} on {metrics['bleu_pairs']} pairs" if "bleu" in metrics else ""
+            self.log(f"eval step {self.state.step}: dev loss {metrics['loss']:.4f} on {metrics['loss_pairs']} pairs{bleu}")
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _dev_loss(self, model) -> dict:
+        indices = eval_indices(len(self.dev_set), self.cfg.eval_pairs)
+        total, count = 0.0, 0
+        for ids in self._eval_batches(indices):
+            batch = self._to_device(self.dev_set.collate(ids, self.pad_id, self.start_id))
+            labels = batch.pop("labels")
+            logits = model(**batch, use_cache=False).logits
+            total += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").item()
+            count += int((labels != IGNORE_INDEX).sum())
+        return {"loss": round(total / max(1, count), 5), "loss_pairs": len(indices)}
+
+    def _dev_bleu(self, model) -> dict:
+        if not self.cfg.eval_bleu_pairs:
+            return {}
+        from sacrebleu.metrics import BLEU
+
+        indices = eval_indices(len(self.dev_set), self.cfg.eval_bleu_pairs)
+        hyps: dict[int, str] = {}
+        for ids in self._eval_batches(indices, budget=self.cfg.batch_tokens // 2):
+            batch = self.dev_set.collate(ids, self.pad_id, self.start_id)
+            src_len = batch["input_ids"].shape[1]
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(self.accelerator.device),
+                attention_mask=batch["attention_mask"].to(self.accelerator.device),
+                max_new_tokens=min(3 * src_len + 16, int(getattr(model.config, "max_position_embeddings", 512)) - 2),
+                num_beams=1, do_sample=False,
+            )  # fmt: skip
+            for i, text in zip(ids, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
+                hyps[int(i)] = text
+        tgt, off = self.dev_set.tgt, self.dev_set.tgt_off
+        refs = [self.tokenizer.decode(tgt[off[i] : off[i + 1]], skip_special_tokens=True) for i in indices]
+        bleu = BLEU()
+        score = bleu.corpus_score([hyps[int(i)] for i in indices], [refs])
+        return {"bleu": round(score.score, 3), "bleu_pairs": len(indices), "bleu_signature": str(bleu.get_signature())}
+
+    def _eval_batches(self, indices: np.ndarray, budget: int | None = None) -> list[np.ndarray]:
+        lengths = np.maximum(self.dev_set.src_lens, self.dev_set.tgt_lens)
+        order = indices[np.argsort(lengths[indices], kind="stable")]
+        budget = budget or self.cfg.batch_tokens
+        batches, start = [], 0
+        for i in range(1, len(order) + 1):
+            if i == len(order) or (i - start + 1) * lengths[order[i]] > budget:
+                batches.append(order[start:i])
+                start = i
+        return batches
+
+    # --- checkpoints and export ---
+    def _save_checkpoint(self) -> None:
+        """``checkpoint/``: state.pt (main) + rng-RANK.pt (every rank), swapped in atomically."""
+        acc, tmp, final = self.accelerator, self.out / f"{CHECKPOINT}.tmp", self.out / CHECKPOINT
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        torch.save(_rng_state(), tmp / f"rng-{acc.process_index}.pt")
+        if acc.is_main_process:
+            state = asdict(self.state)
+            state["wall_seconds"] = self._wall()
+            payload = {
+                "model": self.raw_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "state": state,
+            }
+            torch.save(payload, tmp / "state.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            old = self.out / f"{CHECKPOINT}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.log(f"checkpoint: step {self.state.step} saved in {final}")
+
+    def _wall(self) -> float:
+        return self.state.wall_seconds + (time.perf_counter() - self.session_start)
+
+    def _finish(self) -> Path:
+        completed = self.state.step >= self.cfg.max_steps
+        if not completed or self.cfg.keep_checkpoint:
+            self._save_checkpoint()
+        metrics = self._evaluate()  # periodic evaluations never fall on the last step
+        if self.accelerator.is_main_process:
+            self._export(completed, metrics)
+            if completed and not self.cfg.keep_checkpoint:
+                shutil.rmtree(self.out / CHECKPOINT, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        rate = self.session_tokens / max(self.session_train_seconds, 1e-9)
+        where = f"{describe(self.accelerator.device)}" + (f" x{self.world}" if self.world > 1 else "")
+        status = "done" if completed else f"stopped (resume with --resume to reach {self.cfg.max_steps})"
+        self.log(
+            f"restore train: {status}: {self.state.step}/{self.cfg.max_steps} steps, {self.state.tokens_seen:,} tokens seen, "
+            f"{rate:,.0f} tokens/s, wall {_hms(self._wall())}, device {where} -> {self.out}"
+        )
+        return self.out
+
+    def _export(self, completed: bool, metrics: dict | None) -> None:
+        """Write the self-describing model directory (weights, tokenizer, restore.json)."""
+        out = self.out
+        for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+            stale.unlink()  # an earlier export may have been sharded differently
+        model = self.raw_model
+        if self.cfg.save_dtype == "bf16":
+            model = copy.deepcopy(model).to(torch.bfloat16)
+        kwargs = {"max_shard_size": self.cfg.max_shard_size} if self.cfg.max_shard_size else {}
+        model.save_pretrained(out, **kwargs)
+        self.tokenizer.save_pretrained(out)
+        write_restore_json(out, self.config.chunking, self._training_info(completed, metrics), config=config_to_dict(self.config))
+
+    def _training_info(self, completed: bool, metrics: dict | None) -> dict:
+        import transformers
+
+        rate = self.session_tokens / max(self.session_train_seconds, 1e-9)
+        return {
+            "completed": completed,
+            "steps": self.state.step,
+            "max_steps": self.cfg.max_steps,
+            "epochs": round(self.state.epoch + self.state.epoch_step / max(1, self._steps_per_epoch()), 3),
+            "tokens_seen": self.state.tokens_seen,
+            "tokens_per_second": round(rate, 1),
+            "train_seconds": round(self.state.train_seconds, 1),
+            "wall_seconds": round(self._wall(), 1),
+            "device": describe(self.accelerator.device),
+            "processes": self.world,
+            "precision": "bf16 autocast" if self.accelerator.mixed_precision == "bf16" else "fp32",
+            "saved_dtype": self.cfg.save_dtype,
+            "parameters": count_parameters(self.raw_model),
+            "data": self.pairs,
+            "train_pairs_encoded": len(self.train_set),
+            "dev": metrics,
+            "history": self.state.history,
+            "versions": {
+                "restore": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version(),
+            },
+        }  # fmt: skip
+
+    def _steps_per_epoch(self) -> int:
+        batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
+        return len(batches) // (self.world * self.cfg.grad_accum)
+
+
+# --- pieces ----------------------------------------------------------------------------------
+class _Log:
+    """Progress lines on stdout from the main process (stderr stays for errors and the bar)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+
+def _check_output_dir(out: Path, config: ExperimentConfig, resume: bool) -> None:
+    has_run = (out / CHECKPOINT).is_dir() or (out / RESTORE_JSON).is_file()
+    if not resume:
+        if has_run:
+            raise RestoreError(f"{out} already holds a training run: pass --resume to continue it, or choose another train.output_dir")
+        return
+    if not (out / CHECKPOINT / "state.pt").is_file():
+        raise RestoreError(
+            f"{out}: no checkpoint to resume from (a completed run keeps none unless train.keep_checkpoint is true)"
+        )
+    try:
+        saved = load_config_dict(yaml.safe_load((out / TRAIN_CONFIG).read_text(encoding="utf-8")), name=str(out / TRAIN_CONFIG))
+    except (OSError, yaml.YAMLError) as e:
+        raise RestoreError(f"{out / TRAIN_CONFIG}: cannot read the run's config ({e})") from None
+    changed = config_differences(saved, config, ignore=RESUME_MAY_CHANGE)
+    if changed:
+        raise RestoreError(f"--resume: {changed[0]} differs from the run in {out} (resume with the same settings)")
+
+
+def _describe_pairs(name: str, pairs: PairSet) -> str:
+    s = pairs.stats
+    origin = "cached" if s.get("cached") else f"prepared in {s['seconds']:.1f}s with {s['num_proc']} processes"
+    return f"{name}: {s['pairs']:,} pairs from {s['articles']:,} articles ({s['dropped_units']:,} over-long units dropped; {origin})"
+
+
+def _prepare_tokenizer(config: ExperimentConfig, out: Path, pairs: PairSet, fresh: bool, log: _Log):
+    """Train (or copy) the tokenizer into ``out`` on the main process; every rank loads it from there."""
+    if fresh:
+        source = config.tokenizer.path or config.model.init_from
+        if source:
+            tokenizer = _load_tokenizer(source)
+        else:
+            started = time.perf_counter()
+            sample = pairs.dataset.select(sample_indices(len(pairs), config.tokenizer.sample_pairs, config.train.seed))
+            tokenizer = train_tokenizer(list(sample["source"]) + list(sample["target"]), vocab_size=config.tokenizer.vocab_size)
+            log(f"tokenizer: {len(tokenizer):,} pieces from {len(sample):,} pairs in {time.perf_counter() - started:.1f}s")
+        tokenizer.save_pretrained(out)
+    return _load_tokenizer(out)
+
+
+def _load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise RestoreError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+
+
+def _build_lexicon(config: ExperimentConfig, out: Path, pairs: PairSet, log: _Log) -> None:
+    started = time.perf_counter()
+    sample = pairs.dataset.select(sample_indices(len(pairs), config.lexicon.sample_pairs, config.train.seed + 1))
+    lexicon = Lexicon.build(list(sample["target"]), min_count=config.lexicon.min_count, max_entries=config.lexicon.max_entries)
+    lexicon.save(out)
+    log(f"lexicon: {len(lexicon.forms):,} stems from {len(sample):,} targets in {time.perf_counter() - started:.1f}s")
+
+
+def _create_model(config: ExperimentConfig, tokenizer):
+    if config.model.init_from:
+        model = load_pretrained(config.model.init_from, dtype=torch.float32)  # fp32 master weights
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            raise RestoreError(f"model.init_from {config.model.init_from}: its vocabulary is smaller than the tokenizer's")
+        return model
+    return build_model(config.model, vocab_size=len(tokenizer))
+
+
+def _encode(pairs: PairSet, tokenizer, max_len: int) -> TokenizedPairs:
+    return TokenizedPairs.encode(pairs.dataset, tokenizer, max_len)
+
+
+def _make_optimizer(model: torch.nn.Module, config: ExperimentConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; matrices (and embeddings) decay, biases and norms do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.train.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, config.train.adam_beta2), eps=1e-8, **extra)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _load_checkpoint(out: Path, model, optimizer, scheduler, accelerator) -> TrainState:
+    folder = out / CHECKPOINT
+    payload = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    state = TrainState(**payload["state"])
+    if state.world_size != accelerator.num_processes:
+        raise RestoreError(
+            f"{folder}: written by {state.world_size} processes; resume with the same number (now {accelerator.num_processes})"
+        )
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    rng = torch.load(folder / f"rng-{accelerator.process_index}.pt", map_location="cpu", weights_only=True)
+    random.setstate(rng["python"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and accelerator.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"])
+    return state
+
+
+def _hms(seconds: float) -> str:
+    """``3725.4`` -> ``'1:02:05'``.
+
+    >>> _hms(3725.4), _hms(42)
+    ('1:02:05', '0:00:42')
+    """
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,149 @@
+"""Training end to end on the CPU: a loadable export, exact resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from restore.cli import main
+from restore.config import load_config
+from restore.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, wiki_texts) -> dict[str, Path]:
+    """Train/dev .jsonl files from the fixture articles and a shared prepared-pairs cache."""
+    folder = tmp_path_factory.mktemp("train_data")
+    files = {"train": folder / "train.jsonl", "dev": folder / "dev.jsonl", "empty": folder / "empty.jsonl"}
+    for name, texts in (("train", wiki_texts[:-4]), ("dev", wiki_texts[-4:]), ("empty", [])):
+        files[name].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    files["cache"] = folder / "cache"
+    return files
+
+
+def overrides(data: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        f"data.train_files={data['train']}",
+        f"data.dev_files={data['dev']}",
+        "data.max_train_articles=null",
+        "data.dev_holdout=0",
+        "data.num_proc=1",
+        f"data.cache_dir={data['cache']}",
+        f"train.output_dir={out}",
+        "train.cpu_threads=1",
+        "train.eval_bleu_pairs=4",
+        "train.eval_pairs=16",
+        *extra,
+    ]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, data, capsys):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from restore.checkpoint import read_model_info
+    from restore.lexicon import Lexicon
+
+    out = tmp_path / "tiny"
+    extra = ("train.max_steps=12", "train.save_dtype=bf16", "train.max_shard_size=200KB")
+    args = ["train", "--config", str(TINY), *overrides(data, out, *extra)]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("restore train: done: 12/12 steps, ") and "tokens/s" in summary and "device cpu" in summary
+    assert "eval step 12: dev loss" in stdout
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)  # no restore code involved
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.dtype == torch.bfloat16 and len(list(out.glob("model-*.safetensors"))) > 1  # sharded bf16
+    assert not list(out.glob("*.bin")) and not (out / "checkpoint").exists()
+    batch = tokenizer(["born 1879 . father farmer ."], return_tensors="pt")
+    assert model.generate(**batch, max_new_tokens=5).shape[0] == 1
+
+    info = read_model_info(out)
+    assert info.chunking.max_source_tokens == load_config(TINY).chunking.max_source_tokens
+    training = info.training
+    assert training["completed"] and training["steps"] == 12 and training["tokens_seen"] > 0
+    assert training["data"]["train"]["files"] == [str(data["train"])] and training["dev"]["loss"] > 0
+    assert "bleu" in training["dev"] and training["device"].startswith("cpu")
+    assert info.extra["config"]["model"]["d_model"] == load_config(TINY).model.d_model
+    assert Lexicon.load(out).forms
+
+    # The directory now holds a run: training into it again needs --resume, which needs a checkpoint.
+    assert main(args) == 1
+    assert "already holds a training run" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 1
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_stop_and_resume_ends_with_the_same_weights_as_one_run(tmp_path, data, capsys):
+    # 2 micro-batches per step, ~3 steps per epoch: the stop falls inside the second epoch.
+    common = ("train.max_steps=7", "train.batch_tokens=2048", "train.grad_accum=2", "train.save_dtype=fp32", "train.save_every=3")
+    straight = train(load_config(TINY, overrides(data, tmp_path / "a", *common)))
+    stopped = train(load_config(TINY, overrides(data, tmp_path / "b", *common, "train.stop_after_steps=4")))
+    assert (stopped / "checkpoint" / "state.pt").is_file()
+    assert json.loads((stopped / "restore.json").read_text())["training"]["completed"] is False
+    resumed = train(load_config(TINY, overrides(data, tmp_path / "b", *common)), resume=True)
+    assert "resumed from" in capsys.readouterr().out
+
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys() and len(a) > 10
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    info_a = json.loads((straight / "restore.json").read_text())["training"]
+    info_b = json.loads((resumed / "restore.json").read_text())["training"]
+    assert info_a["epochs"] > 1 and info_b["steps"] == 7
+    assert info_a["tokens_seen"] == info_b["tokens_seen"] and info_a["dev"]["loss"] == info_b["dev"]["loss"]
+
+
+def test_resume_refuses_changed_settings(tmp_path, data, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(TINY), *overrides(data, out, "train.max_steps=4", "train.stop_after_steps=1")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(TINY), *overrides(data, out, "train.max_steps=4", "train.lr=0.1"), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.lr differs" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["train.lr=-1"], "train.lr must be > 0, got -1.0"),
+        (["model.d_model=31"], "model.d_model (31) must be divisible by model.attention_heads (2)"),
+        (["train.nope=1"], "unknown key 'train.nope'"),
+        (["data.train_files=/no/such/articles.jsonl"], "data.train_files: no such file: /no/such/articles.jsonl"),
+        (["data.dev_files=/no/such/dev.jsonl"], "data.dev_files: no such file: /no/such/dev.jsonl"),
+        (["data.train_files={empty}"], "empty.jsonl: no articles (the data is empty)"),
+    ],
+)
+def test_user_errors_are_one_stderr_line(tmp_path, data, capsys, extra, message):
+    extra = [e.format(empty=data["empty"]) for e in extra]
+    assert main(["train", "--config", str(TINY), *overrides(data, tmp_path / "out", *extra)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("restore train: error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_cli_process_reports_a_missing_data_path_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "restore", "train", "--config", str(TINY), f"train.output_dir={tmp_path / 'out'}",
+         f"data.train_files={tmp_path / 'missing.jsonl.xz'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == f"restore train: error: data.train_files: no such file: {tmp_path / 'missing.jsonl.xz'}\n"
