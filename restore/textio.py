@@ -103,3 +103,65 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a whole text file atomically."""
     with atomic_output(path) as f:
         f.write(text)
+
+
+# --- resumable .jsonl output ---------------------------------------------------------------------
+PARTIAL_SUFFIX = ".part"
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a resumable output is written until it is complete: ``OUTPUT.part`` beside it.
+
+    >>> partial_path("out/restored.jsonl").as_posix()
+    'out/restored.jsonl.part'
+    """
+    return Path(str(path) + PARTIAL_SUFFIX)
+
+
+def read_partial_jsonl(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """The complete records of a partial ``.jsonl`` file and how many bytes they take.
+
+    A last line cut off by an interruption (no newline, or not valid JSON) is not a record.
+    """
+    data = Path(path).read_bytes()
+    records: list[dict] = []
+    size = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            break
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+        size += len(line)
+    return records, size
+
+
+@contextlib.contextmanager
+def resumable_jsonl_output(path: str | os.PathLike) -> Iterator[tuple[IO, list[dict]]]:
+    """Append records to ``OUTPUT.part``; rename it to ``OUTPUT`` when the block succeeds.
+
+    Yields the open file and the records a previous, interrupted run already wrote
+    (the caller skips those and must check they belong to the same input). On any
+    error the ``.part`` file stays, so a rerun continues where this one stopped; a
+    half-written last line is dropped. The caller should flush after each record.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise RestoreError(f"{target}: output is a directory")
+    if not target.parent.exists():
+        raise RestoreError(f"{target.parent}: output directory does not exist")
+    part = partial_path(target)
+    done: list[dict] = []
+    if part.exists():
+        done, size = read_partial_jsonl(part)
+        with open(part, "r+b") as f:  # drop a torn last line before appending
+            f.truncate(size)
+    with open(part, "a", encoding="utf-8", newline="") as f:
+        yield f, done
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, target)

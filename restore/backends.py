@@ -1,0 +1,196 @@
+"""Generation backends: what turns encoder input ids into generated ids.
+
+:class:`~restore.infer.Restorer` does everything around the model (chunking,
+sorting, batching by a token budget, reassembly); a backend only runs the
+model on one batch. Any object with this ``generate`` method is a backend
+(:class:`Generator`); :class:`TorchGenerator` runs a transformers model with
+PyTorch, on the CPU or a CUDA GPU. Other backends (e.g. CTranslate2) live in
+their own modules and are listed in :data:`BACKENDS` by name.
+
+Conventions every backend follows:
+
+- input: one list of token ids per chunk, each ending with ``</s>``, unpadded;
+- output: for each input, ``num_return_sequences`` id lists, grouped per input
+  (``out[i * num_return_sequences + j]`` is candidate ``j`` of input ``i``, best
+  first). Each holds only what the model generated: no decoder start token, cut
+  before the first ``</s>``, no padding;
+- at most ``max_new_tokens`` ids per output, greedy when ``num_beams == 1``;
+- optionally a keyword ``min_new_tokens`` (fixed-length benchmarks only: the
+  Restorer passes it only when asked for fixed output lengths).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
+
+# Shapes are rounded up to these multiples with a static cache, so that the compiled
+# decode step is reused across batches instead of recompiled for every new shape.
+STATIC_ROWS_MULTIPLE = 8
+STATIC_SOURCE_MULTIPLE = 32
+STATIC_NEW_TOKENS_MULTIPLE = 64
+
+
+class Generator(Protocol):
+    """Anything that generates outputs for a batch of encoder inputs (see the module docstring)."""
+
+    def generate(
+        self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1
+    ) -> list[list[int]]: ...
+
+
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``.
+
+    >>> round_up(1, 8), round_up(8, 8), round_up(9, 8)
+    (8, 8, 16)
+    """
+    return -(-n // multiple) * multiple
+
+
+def pad_batch(batch: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``(input_ids, attention_mask)`` tensors.
+
+    >>> ids, mask = pad_batch([[5, 6, 3], [7, 3]], pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 3], [7, 3, 0]], [[1, 1, 1], [1, 1, 0]])
+    """
+    lengths = torch.tensor([len(x) for x in batch])
+    width = max(int(lengths.max()), length or 0)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    for row, x in enumerate(batch):
+        ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    return ids, mask
+
+
+def strip_generated(sequences: torch.Tensor, eos_id: int, max_new_tokens: int) -> list[list[int]]:
+    """Generated rows -> id lists: drop the decoder start token, cut before the first ``</s>``.
+
+    >>> strip_generated(torch.tensor([[2, 8, 9, 3, 0], [2, 7, 7, 7, 7]]), eos_id=3, max_new_tokens=3)
+    [[8, 9], [7, 7, 7]]
+    """
+    body = sequences[:, 1:]
+    is_eos = body == eos_id
+    # Index of the first </s> per row (the row length where there is none), found on the device.
+    ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), body.shape[1]).clamp(max=max_new_tokens)
+    return [row[:end] for row, end in zip(body.tolist(), ends.tolist())]
+
+
+def restore_generation_config(config) -> GenerationConfig:
+    """Generation settings for restoration from a model config: only its special tokens are kept.
+
+    No ``forced_eos_token_id`` (an output cut at the limit keeps its last token, as with
+    CTranslate2), no ``no_repeat_ngram_size`` or beam defaults of the checkpoint; ``<pad>``
+    and ``<s>`` are never generated.
+    """
+    never = sorted({config.pad_token_id, config.bos_token_id} - {config.eos_token_id, None})
+    return GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        suppress_tokens=never or None,
+        do_sample=False,
+    )
+
+
+class StopAtLength(StoppingCriteria):
+    """Stop every row once the decoder sequence (start token included) has ``length`` tokens."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = input_ids.shape[-1] >= self.length
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class TorchGenerator:
+    """Generate with a transformers encoder-decoder model in PyTorch (CPU or CUDA).
+
+    The generator owns the model's generation settings: a checkpoint's own
+    defaults (``no_repeat_ngram_size``, ``forced_eos_token_id``, beam counts, ...)
+    are replaced, because restoration is copying with edits and must decode the
+    same way whatever checkpoint it starts from. ``<pad>`` and ``<s>`` are never
+    generated.
+
+    ``static_cache=True`` uses ``cache_implementation="static"``: transformers then
+    compiles the decode step with ``torch.compile`` on CUDA (on the CPU it only
+    preallocates the cache). Batch shapes are rounded up so that compiled graphs
+    are reused. GPU only in practice; not measured yet.
+
+    >>> from restore.model import ModelConfig, build_model
+    >>> model = build_model(ModelConfig(d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32), 50)
+    >>> out = TorchGenerator(model, torch.device("cpu"), torch.float32).generate([[5, 6, 3], [7, 3]], max_new_tokens=4)
+    >>> len(out), all(len(ids) <= 4 and 3 not in ids for ids in out)
+    (2, True)
+    """
+
+    def __init__(self, model: PreTrainedModel, device: torch.device, dtype: torch.dtype, *, static_cache: bool = False):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device = device
+        self.static_cache = static_cache
+        config = model.config
+        self.pad_id = config.pad_token_id
+        self.eos_id = config.eos_token_id
+        self.max_positions = getattr(config, "max_position_embeddings", None)
+        self.model.generation_config = restore_generation_config(config)
+
+    def generate(
+        self,
+        batch: list[list[int]],
+        max_new_tokens: int,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        *,
+        min_new_tokens: int = 0,
+    ) -> list[list[int]]:
+        rows, source_length, new_tokens = len(batch), None, max_new_tokens
+        if self.static_cache:
+            batch, source_length, new_tokens = self._bucketed(batch, max_new_tokens)
+        input_ids, attention_mask = pad_batch(batch, self.pad_id, source_length)
+        options = {}
+        if self.static_cache:
+            # The cache is sized for the rounded-up length; generation still stops at the real one.
+            stop = StoppingCriteriaList([StopAtLength(1 + max_new_tokens)])
+            options = {"cache_implementation": "static", "stopping_criteria": stop}
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                input_ids=input_ids.to(self.device, non_blocking=True),
+                attention_mask=attention_mask.to(self.device, non_blocking=True),
+                max_new_tokens=new_tokens,
+                min_new_tokens=min_new_tokens or None,
+                num_beams=num_beams,
+                num_return_sequences=num_return_sequences,
+                do_sample=False,
+                **options,
+            )
+        return strip_generated(sequences[: rows * num_return_sequences], self.eos_id, max_new_tokens)
+
+    def _bucketed(self, batch: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], int, int]:
+        """Round rows, source length and new tokens up (extra rows repeat the last input and are dropped)."""
+        rows = round_up(len(batch), STATIC_ROWS_MULTIPLE)
+        source_length = round_up(max(len(x) for x in batch), STATIC_SOURCE_MULTIPLE)
+        new_tokens = round_up(max_new_tokens, STATIC_NEW_TOKENS_MULTIPLE)
+        if self.max_positions:
+            source_length = min(source_length, self.max_positions)
+            new_tokens = min(new_tokens, self.max_positions - 1)
+        return batch + [batch[-1]] * (rows - len(batch)), source_length, max(new_tokens, max_new_tokens)
+
+
+BackendFactory = Callable[..., Generator]
+
+
+def load_torch_generator(model_dir: str | Path, device: torch.device, dtype: torch.dtype, **options) -> TorchGenerator:
+    """The PyTorch backend for a model directory (``options``: ``static_cache``)."""
+    from restore.model import load_pretrained
+
+    return TorchGenerator(load_pretrained(model_dir, dtype=dtype), device, dtype, **options)
+
+
+# Backends by name: ``factory(model_dir, device, dtype, **options) -> Generator``.
+BACKENDS: dict[str, BackendFactory] = {"torch": load_torch_generator}

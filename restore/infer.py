@@ -1,0 +1,547 @@
+"""Restoring documents: chunk, batch by a token budget, generate, reassemble in order.
+
+How a document is restored:
+
+1. every input line is restored on its own (a text file may hold several
+   corrupted documents or paragraphs, one per line); restored lines are joined
+   with a blank line (``"\\n\\n"``);
+2. a line is cut into chunks with :func:`restore.chunking.chunk_text`, the same
+   rule the model was trained with (settings from the model's ``restore.json``);
+3. chunks of all documents in flight are sorted by length, grouped into batches
+   by a token budget and generated (like CTranslate2's ``translate_batch``), then
+   put back in order; a batch that runs out of GPU memory is split in half and
+   retried;
+4. chunk outputs are joined with ``" "``, except ``"\\n\\n"`` before a chunk whose
+   source starts with a heading (``# #``), matching the training targets.
+
+Each chunk may generate at most ``ceil(4 * source ids) + 16`` tokens (capped by
+the model's positions), so a degenerate model cannot loop forever.
+
+>>> chunks, joiners = document_chunks("a b . c d .\\n# # e f . g", ChunkConfig(max_source_tokens=5))
+>>> chunks, joiners
+(['a b .', 'c d .', '# # e f .', 'g'], ['', ' ', '\\n\\n', ' '])
+>>> assemble(["A b.", "C d.", "## E\\n\\nF.", "G"], joiners)
+'A b. C d.\\n\\n## E\\n\\nF. G'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from restore.backends import BACKENDS, BackendFactory, Generator
+from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
+from restore.errors import RestoreError
+
+LINE_JOINER = "\n\n"
+HEADING_JOINER = "\n\n"
+CHUNK_JOINER = " "
+# Generation limit per chunk: NEW_TOKENS_PER_SOURCE * source ids + NEW_TOKENS_EXTRA.
+NEW_TOKENS_PER_SOURCE = 4
+NEW_TOKENS_EXTRA = 16
+# Budgeting estimate of the output length (targets are ~1.5-2x the stemmed source in subwords).
+EXPECTED_NEW_PER_SOURCE = 2
+EXPECTED_NEW_EXTRA = 8
+# Default token budget per batch: rows x beams x (longest source + longest expected output).
+DEFAULT_BATCH_TOKENS = {"cuda": 32768, "cpu": 16384}
+# Chunks gathered from the input before a round of sorting and batching (bounds memory on huge corpora).
+WINDOW_CHUNKS = 4096
+
+
+# --- documents <-> chunks --------------------------------------------------------------------------
+def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list[str]]:
+    """Chunks of a corrupted document, with the text that goes before each chunk's output.
+
+    Every line is chunked on its own; blank lines are skipped.
+
+    >>> document_chunks("# # life born 1879 . father farmer .\\n\\nsecond doc", ChunkConfig(max_source_tokens=6))
+    (['# # life born 1879 .', 'father farmer .', 'second doc'], ['', ' ', '\\n\\n'])
+    >>> document_chunks("  \\n", ChunkConfig())
+    ([], [])
+    """
+    chunks: list[str] = []
+    joiners: list[str] = []
+    for line in document.splitlines():
+        for k, chunk in enumerate(chunk_text(line, config)):
+            if not chunks:
+                joiners.append("")
+            elif k == 0:
+                joiners.append(LINE_JOINER)
+            else:
+                joiners.append(HEADING_JOINER if starts_with_heading(chunk) else CHUNK_JOINER)
+            chunks.append(chunk)
+    return chunks, joiners
+
+
+def assemble(outputs: Sequence[str], joiners: Sequence[str]) -> str:
+    """A restored document from its chunk outputs (see :func:`document_chunks`).
+
+    >>> assemble(["He was born.", "## Career\\n\\nHe ran."], ["", "\\n\\n"])
+    'He was born.\\n\\n## Career\\n\\nHe ran.'
+    """
+    return "".join(joiner + output for joiner, output in zip(joiners, outputs, strict=True))
+
+
+def split_in_half(chunk: str) -> list[str]:
+    """Two halves of a chunk: at the middle token, or (one huge token) at the middle character.
+
+    >>> split_in_half("a b c d e"), split_in_half("abcdef")
+    (['a b', 'c d e'], ['abc', 'def'])
+    """
+    tokens = chunk.split()
+    if len(tokens) > 1:
+        half = len(tokens) // 2
+        return [" ".join(tokens[:half]), " ".join(tokens[half:])]
+    half = len(chunk) // 2
+    return [chunk[:half], chunk[half:]]
+
+
+# --- batching --------------------------------------------------------------------------------------
+def new_tokens_limit(source_ids: int, cap: int) -> int:
+    """Most tokens a chunk of ``source_ids`` encoder ids may generate.
+
+    >>> new_tokens_limit(10, 511), new_tokens_limit(300, 511)
+    (56, 511)
+    """
+    return min(math.ceil(NEW_TOKENS_PER_SOURCE * source_ids) + NEW_TOKENS_EXTRA, cap)
+
+
+def batch_by_budget(costs: Sequence[tuple[int, int]], budget: int) -> list[list[int]]:
+    """Group items, given ``(source_len, new_len)`` each and sorted longest first, into batches.
+
+    A batch costs ``rows * (longest source + longest new)`` padded tokens and stays
+    within ``budget``; an item over budget on its own gets a batch of its own.
+
+    >>> batch_by_budget([(10, 20), (8, 20), (5, 10), (4, 10), (2, 4)], budget=60)
+    [[0, 1], [2, 3, 4]]
+    """
+    batches: list[list[int]] = []
+    width = 0
+    for i, (source, new) in enumerate(costs):
+        if batches and (len(batches[-1]) + 1) * max(width, source + new) <= budget:
+            batches[-1].append(i)
+            width = max(width, source + new)
+        else:
+            batches.append([i])
+            width = source + new
+    return batches
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU out-of-memory error (PyTorch's, or a backend's RuntimeError saying so)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+@dataclass
+class InferStats:
+    """Counters of a restoration run (for progress and the summary line)."""
+
+    documents: int = 0
+    chunks: int = 0
+    batches: int = 0
+    generated_tokens: int = 0
+    generate_seconds: float = 0.0
+    oom_splits: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+# --- the restorer ----------------------------------------------------------------------------------
+class Restorer:
+    """Restores corrupted documents with a model (see the module docstring for how).
+
+    Build one with :meth:`from_pretrained`; ``Restorer(tokenizer, generator, chunking)``
+    takes any :class:`~restore.backends.Generator` (tests use stubs).
+
+    Hooks for later stages: :meth:`restore_chunks` is the one place chunks become
+    text (override it to verify and repair); :meth:`chunk_candidates` re-decodes
+    chosen chunks with beams.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        generator: Generator,
+        chunking: ChunkConfig,
+        *,
+        device: torch.device | str = "cpu",
+        batch_tokens: int | None = None,
+        num_beams: int = 1,
+        max_positions: int = 512,
+        window_chunks: int | None = None,
+        fixed_new_tokens: int | None = None,
+        progress: Callable[[InferStats], None] | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.generator = generator
+        self.chunking = chunking
+        self.device = torch.device(device)
+        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, DEFAULT_BATCH_TOKENS["cpu"])
+        if self.batch_tokens < 1:
+            raise RestoreError(f"--batch-tokens must be a positive integer, got {batch_tokens}")
+        if num_beams < 1:
+            raise RestoreError(f"--num-beams must be a positive integer, got {num_beams}")
+        self.num_beams = num_beams
+        self.max_source_ids = max_positions
+        self.max_new_tokens = max_positions - 1  # the decoder start token takes one position
+        self.window_chunks = window_chunks or WINDOW_CHUNKS
+        # Benchmarks only: every chunk generates exactly this many tokens (comparable lengths).
+        self.fixed_new_tokens = min(fixed_new_tokens, self.max_new_tokens) if fixed_new_tokens else None
+        self.progress = progress
+        self.stats = InferStats()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        batch_tokens: int | None = None,
+        num_beams: int = 1,
+        backend: str | BackendFactory = "torch",
+        **options,
+    ) -> "Restorer":
+        """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
+
+        ``options`` go to the backend (``static_cache=True`` for the torch backend),
+        except the Restorer's own keywords (``window_chunks``, ``fixed_new_tokens``, ``progress``).
+        """
+        from transformers import AutoConfig
+
+        from restore.checkpoint import read_model_info
+        from restore.device import dtype_for, resolve_device
+
+        resolved = resolve_device(device)
+        info = read_model_info(path)
+        own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress") if k in options}
+        factory = _backend_factory(backend)
+        if resolved.type == "cpu":
+            use_all_cores()
+        tokenizer = _load_tokenizer(info.path)
+        try:
+            max_positions = AutoConfig.from_pretrained(info.path).max_position_embeddings
+        except (OSError, ValueError, AttributeError) as e:
+            raise RestoreError(f"{info.path}: cannot read config.json ({str(e).splitlines()[0]})") from None
+        generator = factory(info.path, resolved, dtype_for(resolved), **options)
+        return cls(
+            tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
+            num_beams=num_beams, max_positions=max_positions, **own,
+        )  # fmt: skip
+
+    # documents ------------------------------------------------------------------------------------
+    def restore(self, document: str) -> str:
+        """One restored document (``""`` for an empty one)."""
+        return next(self.restore_many([document]))
+
+    def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
+        """Restored documents, in order, consuming the input lazily in windows of chunks."""
+        window: list[tuple[list[str], list[str]]] = []
+        size = 0
+        for document in documents:
+            plan = document_chunks(document, self.chunking)
+            window.append(plan)
+            size += len(plan[0])
+            if size >= self.window_chunks:
+                yield from self._restore_window(window)
+                window, size = [], 0
+        yield from self._restore_window(window)
+
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]]) -> Iterator[str]:
+        outputs = iter(self.restore_chunks([chunk for chunks, _ in plans for chunk in chunks]))
+        for chunks, joiners in plans:
+            self.stats.documents += 1
+            yield assemble([next(outputs) for _ in chunks], joiners)
+
+    # chunks ---------------------------------------------------------------------------------------
+    def restore_chunks(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
+        """Restored text of each chunk, in order (the one place chunks become text)."""
+        return [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
+
+    def chunk_candidates(self, chunks: list[str], num_beams: int, num_return_sequences: int) -> list[list[str]]:
+        """``num_return_sequences`` restorations of each chunk (best first), e.g. to repair with beams."""
+        if not chunks:
+            return []
+        pieces, owners = self._fit_to_encoder(chunks)
+        generated = self.generate_ids(pieces, num_beams, num_return_sequences)
+        texts = self.tokenizer.batch_decode([ids for per_piece in generated for ids in per_piece], skip_special_tokens=True)
+        result: list[list[list[str]]] = [[] for _ in chunks]
+        for k, owner in enumerate(owners):
+            result[owner].append(texts[k * num_return_sequences : (k + 1) * num_return_sequences])
+        # A chunk split into pieces (too long for the encoder): candidate j joins the pieces' candidates j.
+        return [[CHUNK_JOINER.join(parts) for parts in zip(*per_piece)] for per_piece in result]
+
+    def encode(self, chunks: list[str]) -> list[list[int]]:
+        """Encoder input ids of each chunk (ending with ``</s>``), tokenized in one call."""
+        return self.tokenizer(chunks, add_special_tokens=True)["input_ids"]
+
+    def _fit_to_encoder(self, chunks: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Input ids of each chunk, pieces of a chunk too long for the encoder split in halves.
+
+        Returns the ids of every piece and the index of the chunk each piece belongs to.
+        """
+        pieces: list[list[int]] = []
+        owners: list[int] = []
+        for k, ids in enumerate(self.encode(chunks)):
+            parts = [ids] if len(ids) <= self.max_source_ids else self._split_to_fit(chunks[k])
+            pieces.extend(parts)
+            owners.extend([k] * len(parts))
+        return pieces, owners
+
+    def _split_to_fit(self, chunk: str) -> list[list[int]]:
+        result: list[list[int]] = []
+        for half, ids in zip(halves := split_in_half(chunk), self.encode(halves)):
+            result.extend([ids] if len(ids) <= self.max_source_ids else self._split_to_fit(half))
+        return result
+
+    # generation -----------------------------------------------------------------------------------
+    def new_tokens_for(self, source_ids: int) -> int:
+        return self.fixed_new_tokens or new_tokens_limit(source_ids, self.max_new_tokens)
+
+    def generate_ids(self, inputs: list[list[int]], num_beams: int, num_return_sequences: int = 1) -> list[list[list[int]]]:
+        """Generated ids per input (``num_return_sequences`` each): sorted, batched by budget, back in order."""
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]), reverse=True)
+        limits = [self.new_tokens_for(len(inputs[i])) for i in order]
+        expected = [
+            self.fixed_new_tokens or min(limit, EXPECTED_NEW_PER_SOURCE * len(inputs[i]) + EXPECTED_NEW_EXTRA)
+            for i, limit in zip(order, limits)
+        ]  # fmt: skip
+        # Every beam holds its own copy of the encoder states (cross-attention) and of the decoder cache.
+        costs = [(num_beams * len(inputs[i]), num_beams * new) for i, new in zip(order, expected)]
+        results: list[list[list[int]]] = [[] for _ in inputs]
+        for batch in batch_by_budget(costs, self.batch_tokens):
+            rows = [order[b] for b in batch]
+            outputs = self._generate_splitting([inputs[i] for i in rows], [limits[b] for b in batch], num_beams, num_return_sequences)
+            for i, limit, per_input in zip(rows, (limits[b] for b in batch), outputs):
+                # The batch ran to its longest limit; greedy output cut at each chunk's own limit
+                # equals generating that chunk alone.
+                results[i] = [ids[:limit] for ids in per_input]
+            self.stats.chunks += len(rows)
+            self.stats.batches += 1
+            if self.progress:
+                self.progress(self.stats)
+        return results
+
+    def _generate_splitting(
+        self, batch: list[list[int]], limits: list[int], num_beams: int, num_return_sequences: int
+    ) -> list[list[list[int]]]:
+        """Generate one batch; out of GPU memory, split it in half and retry each half."""
+        try:
+            start = time.perf_counter()
+            flat = self._call_generator(batch, max(limits), num_beams, num_return_sequences)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if not is_out_of_memory(error):
+                raise
+            if len(batch) == 1:
+                raise RestoreError(
+                    "out of memory generating a single chunk; use a smaller --num-beams or the CPU (--device cpu)"
+                ) from None
+            del error  # drop the traceback's references to the failed batch's tensors before retrying
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.stats.oom_splits += 1
+            half = len(batch) // 2
+            first = self._generate_splitting(batch[:half], limits[:half], num_beams, num_return_sequences)
+            return first + self._generate_splitting(batch[half:], limits[half:], num_beams, num_return_sequences)
+        self.stats.generate_seconds += time.perf_counter() - start
+        self.stats.generated_tokens += sum(map(len, flat))
+        n = num_return_sequences
+        return [flat[k * n : (k + 1) * n] for k in range(len(batch))]
+
+    def _call_generator(self, batch: list[list[int]], max_new_tokens: int, num_beams: int, num_return_sequences: int):
+        if self.fixed_new_tokens:
+            return self.generator.generate(
+                batch, max_new_tokens, num_beams, num_return_sequences, min_new_tokens=max_new_tokens
+            )
+        return self.generator.generate(batch, max_new_tokens, num_beams, num_return_sequences)
+
+
+def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
+    if callable(backend):
+        return backend
+    if backend not in BACKENDS:
+        raise RestoreError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[backend]
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise RestoreError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity mask, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_all_cores() -> None:
+    """Let PyTorch use every available core, unless the user chose a thread count."""
+    if not any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+        torch.set_num_threads(available_cpus())
+
+
+# --- command line ----------------------------------------------------------------------------------
+def run_infer_cli(args) -> None:
+    """``restore infer``: restore text files, stdin or ``.jsonl`` records (``source`` -> ``restored``).
+
+    - text inputs: each file (or stdin, ``-``) is one document; the restored documents
+      are written one after another, separated by a blank line (an empty one writes nothing);
+    - ``.jsonl`` inputs: every record's ``source`` is restored into ``restored``, other
+      fields kept. Written to ``OUTPUT.part`` record by record and renamed to ``OUTPUT``
+      at the end; an interrupted run leaves the ``.part``, and the same command continues
+      from it (to stdout there is nothing to resume).
+
+    Ends with one summary line on stderr.
+    """
+    from restore.checkpoint import default_model_dir
+    from restore.textio import is_jsonl
+
+    started = time.perf_counter()
+    inputs = list(args.inputs) or ["-"]
+    _check_inputs(inputs)
+    jsonl = [is_jsonl(p) for p in inputs]
+    if any(jsonl) and not all(jsonl):
+        raise RestoreError("cannot mix .jsonl and text inputs in one run")
+    records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
+    _quiet_transformers()
+    restorer = Restorer.from_pretrained(
+        args.model or default_model_dir(),
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        num_beams=args.num_beams,
+        static_cache=getattr(args, "static_cache", False),
+    )
+    loaded = time.perf_counter()
+    with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
+        if records is not None:
+            _infer_jsonl(restorer, records, args.output, bar)
+        else:
+            _infer_text(restorer, inputs, args.output, bar)
+    print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
+
+
+def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float) -> str:
+    """The one line printed at the end of a run."""
+    from restore.device import describe
+
+    s = restorer.stats
+    rate = s.generated_tokens / restore_seconds if restore_seconds > 0 else 0.0
+    oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
+    return (
+        f"restore infer: {describe(restorer.device)}: {s.documents} documents, {s.chunks} chunks, "
+        f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; wall {wall_seconds:.1f} s"
+    )
+
+
+def _quiet_transformers() -> None:
+    """No "Loading weights" bars or notices: the run shows its own progress and one summary line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _check_inputs(inputs: list[str]) -> None:
+    """Fail early (before loading a model) on inputs that cannot be read."""
+    if inputs.count("-") > 1:
+        raise RestoreError("stdin (-) can be given only once")
+    for name in inputs:
+        path = Path(name)
+        if name != "-" and not path.exists():
+            raise RestoreError(f"{path}: no such file")
+        if name != "-" and path.is_dir():
+            raise RestoreError(f"{path}: is a directory, expected a text or .jsonl file")
+
+
+def _read_records(inputs: list[str]) -> list[dict]:
+    from restore.textio import parse_jsonl, read_text
+
+    return [record for name in inputs for record in parse_jsonl(read_text(name), name, required="source")]
+
+
+def _infer_text(restorer: Restorer, inputs: list[str], output: str, bar) -> None:
+    from restore.textio import atomic_output, read_text
+
+    documents = (read_text(name) for name in inputs)  # read lazily: one file in memory at a time
+    with atomic_output(output) as out:
+        written = False
+        for restored in restorer.restore_many(documents):
+            bar.update(1)
+            if restored:
+                out.write(("\n\n" if written else "") + restored)
+                written = True
+        if written:
+            out.write("\n")
+
+
+def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar) -> None:
+    from restore.textio import STDIO, dump_jsonl_line, partial_path, resumable_jsonl_output
+
+    if output in (None, STDIO):
+        for record, restored in zip(records, restorer.restore_many(r["source"] for r in records), strict=True):
+            sys.stdout.write(dump_jsonl_line({**record, "restored": restored}))
+            sys.stdout.flush()
+            bar.update(1)
+        return
+    with resumable_jsonl_output(output) as (out, done):
+        _check_resumable(done, records, partial_path(output))
+        bar.update(len(done))
+        todo = records[len(done) :]
+        for record, restored in zip(todo, restorer.restore_many(r["source"] for r in todo), strict=True):
+            out.write(dump_jsonl_line({**record, "restored": restored}))
+            out.flush()  # a record is either whole in the .part file or missing
+            bar.update(1)
+
+
+def _check_resumable(done: list[dict], records: list[dict], part: Path) -> None:
+    """The records of an interrupted run must be the first inputs, restored (else refuse to mix)."""
+    if len(done) > len(records):
+        raise RestoreError(f"{part}: has more records than the input; delete it to start over")
+    for k, (old, new) in enumerate(zip(done, records), 1):
+        if {key: value for key, value in old.items() if key != "restored"} != {
+            key: value for key, value in new.items() if key != "restored"
+        } or not isinstance(old.get("restored"), str):
+            raise RestoreError(f"{part}: record {k} does not match the input; delete it to start over")
+
+
+class _ProgressBar:
+    """A tqdm bar (on a terminal only) of documents, with chunks and tokens/s, fed by the Restorer."""
+
+    def __init__(self, restorer: Restorer, total: int):
+        from tqdm import tqdm
+
+        self.restorer = restorer
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=total, desc="restore", unit="doc", disable=None, dynamic_ncols=True)
+        restorer.progress = self.on_batch
+
+    def on_batch(self, stats: InferStats) -> None:
+        rate = stats.generated_tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{stats.chunks} chunks, {rate:.0f} tok/s", refresh=False)
+        self.bar.refresh()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        self.restorer.progress = None

@@ -1,0 +1,288 @@
+"""Measure restoration speed: generated tokens/s of a naive loop vs the batching Restorer, side by side.
+
+Every variant restores the same chunks (corrupted Wikipedia articles, chunked with the
+model's chunk config) with the same model on the same device, and is timed after a short
+warm-up on a few other chunks. Variants (``VARIANTS``, a list of named functions; add yours):
+
+- ``naive``: ``model.generate`` one chunk at a time (what a first script would do);
+- ``batched[bt=N]``: :class:`restore.infer.Restorer`: sorted by length, batched by a budget
+  of N padded tokens (one row per ``--batch-tokens`` value: a sweep);
+- ``static-cache[bt=N]``: the same with a static KV cache (CUDA: compiled decode step).
+
+Usage::
+
+    # a trained model directory
+    python scripts/bench_infer.py --model models/restore-small --device cpu
+    # a random-weights model of a given size (d_model 256, 6+4 layers) with a 16k tokenizer,
+    # every chunk generating exactly 64 tokens so that all variants do the same work
+    python scripts/bench_infer.py --random-config encoder_layers=6,decoder_layers=4 \\
+        --tokenizer runs/bench-tokenizer-16k --fixed-new-tokens 64 --batch-tokens 1024 4096 16384
+
+``--random-config`` takes ``key=value,...`` fields of :class:`restore.model.ModelConfig`
+(unset ones keep their defaults) or a YAML config (``small`` = ``configs/small.yaml``; its
+``model`` and ``chunking`` sections). ``--tokenizer DIR`` loads ``DIR/tokenizer.json`` or,
+if there is none, trains a 16k tokenizer on the dev+test articles and saves it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+WIKI = REPO.parent / "shared" / "data" / "wiki"
+DEFAULT_DATA = WIKI / "test.jsonl.xz"
+
+
+@dataclass
+class Bench:
+    """Everything the variants share."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    chunking: object  # restore.chunking.ChunkConfig
+    device: torch.device
+    dtype: torch.dtype
+    chunks: list[str]
+    fixed_new_tokens: int | None
+    num_beams: int
+    max_positions: int
+
+
+@dataclass
+class Measurement:
+    variant: str
+    chunks: int
+    generated_tokens: int
+    seconds: float
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+# --- variants --------------------------------------------------------------------------------------
+def run_naive(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
+    """``model.generate`` one chunk at a time, with the same generation settings as the Restorer."""
+    from restore.backends import strip_generated
+    from restore.infer import new_tokens_limit
+
+    tokens = 0
+    for chunk in chunks:
+        inputs = bench.tokenizer([chunk], return_tensors="pt").to(bench.device)
+        n = bench.fixed_new_tokens or new_tokens_limit(inputs["input_ids"].shape[1], bench.max_positions - 1)
+        with torch.inference_mode():
+            out = bench.model.generate(
+                **inputs, max_new_tokens=n, min_new_tokens=n if bench.fixed_new_tokens else None,
+                num_beams=bench.num_beams, do_sample=False,
+            )  # fmt: skip
+        tokens += len(strip_generated(out, bench.model.config.eos_token_id, n)[0])
+    return tokens, {}
+
+
+def batched_variant(batch_tokens: int, static_cache: bool = False) -> Callable[[Bench, list[str]], tuple[int, dict]]:
+    """The Restorer with a token budget (and optionally a static KV cache)."""
+
+    def run(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
+        from restore.backends import TorchGenerator
+        from restore.infer import Restorer
+
+        generator = TorchGenerator(bench.model, bench.device, bench.dtype, static_cache=static_cache)
+        restorer = Restorer(
+            bench.tokenizer, generator, bench.chunking, device=bench.device, batch_tokens=batch_tokens,
+            num_beams=bench.num_beams, max_positions=bench.max_positions, fixed_new_tokens=bench.fixed_new_tokens,
+        )  # fmt: skip
+        restorer.restore_chunks(chunks)
+        return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "oom_splits": restorer.stats.oom_splits}
+
+    return run
+
+
+def variants_for(args) -> list[tuple[str, Callable[[Bench, list[str]], tuple[int, dict]]]]:
+    """The named variants of this run, in table order (extend this list for new backends)."""
+    variants: list[tuple[str, Callable]] = [("naive", run_naive)]
+    variants += [(f"batched[bt={bt}]", batched_variant(bt)) for bt in args.batch_tokens]
+    if args.static_cache:
+        variants += [(f"static-cache[bt={bt}]", batched_variant(bt, static_cache=True)) for bt in args.batch_tokens]
+    return [(name, fn) for name, fn in variants if not args.only or any(name.startswith(o) for o in args.only)]
+
+
+def measure(bench: Bench, name: str, fn, warmup: list[str]) -> Measurement:
+    if warmup:
+        fn(bench, warmup)
+    synchronize(bench.device)
+    start = time.perf_counter()
+    tokens, notes = fn(bench, bench.chunks)
+    synchronize(bench.device)
+    return Measurement(name, len(bench.chunks), tokens, time.perf_counter() - start, notes)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- setup -----------------------------------------------------------------------------------------
+def load_texts(path: Path, limit: int | None = None) -> list[str]:
+    with lzma.open(path, "rt", encoding="utf-8") if path.suffix == ".xz" else open(path, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for k, line in enumerate(f) if limit is None or k < limit]
+
+
+def bench_chunks(path: Path, chunking, count: int, skip: int = 0) -> list[str]:
+    """The first ``count`` chunks (after ``skip``) of the corrupted articles of ``path``."""
+    from restore.chunking import chunk_text
+    from restore.corrupt import corrupt
+
+    chunks: list[str] = []
+    for text in load_texts(path):
+        chunks += chunk_text(corrupt(text), chunking)
+        if len(chunks) >= skip + count:
+            break
+    return chunks[skip : skip + count]
+
+
+def random_model_config(spec: str) -> tuple[object, object]:
+    """(ModelConfig, ChunkConfig) from ``key=value,...`` or a YAML config name/path."""
+    import yaml
+
+    from restore.chunking import ChunkConfig
+    from restore.model import ModelConfig
+
+    candidate = Path(spec) if spec.endswith((".yaml", ".yml")) else REPO / "configs" / f"{spec}.yaml"
+    if "=" not in spec and candidate.is_file():
+        raw = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+        model = {k: v for k, v in raw.get("model", {}).items() if k != "init_from"}
+        return ModelConfig(**model), ChunkConfig(**raw.get("chunking", {}))
+    fields = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        fields[key.strip()] = float(value) if key.strip() == "dropout" else int(value)
+    return ModelConfig(**fields), ChunkConfig()
+
+
+def bench_tokenizer(directory: Path, vocab_size: int):
+    """Load ``directory``'s tokenizer, or train one on dev+test articles (original and corrupted) there."""
+    from transformers import AutoTokenizer
+
+    if (directory / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(directory)
+    from restore.corrupt import corrupt
+    from restore.tokenizer import train_tokenizer
+
+    texts = load_texts(WIKI / "dev.jsonl.xz") + load_texts(WIKI / "test.jsonl.xz")
+    start = time.perf_counter()
+    tokenizer = train_tokenizer(texts + [corrupt(t) for t in texts], vocab_size=vocab_size)
+    tokenizer.save_pretrained(directory)
+    print(f"trained a {len(tokenizer)}-piece tokenizer in {time.perf_counter() - start:.0f} s -> {directory}", file=sys.stderr)
+    return tokenizer
+
+
+def load_bench_model(args, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer, chunking, description)."""
+    from restore.backends import restore_generation_config
+    from restore.model import build_model, count_parameters, load_pretrained
+
+    if args.random_config is not None:
+        model_config, chunking = random_model_config(args.random_config)
+        if args.max_source_tokens:
+            from restore.chunking import ChunkConfig
+
+            chunking = ChunkConfig(args.max_source_tokens)
+        tokenizer = bench_tokenizer(args.tokenizer, args.vocab_size)
+        torch.manual_seed(0)
+        model = build_model(model_config, len(tokenizer))
+        name = f"random {model_config}"
+    else:
+        from transformers import AutoTokenizer
+
+        from restore.checkpoint import default_model_dir, read_model_info
+
+        info = read_model_info(args.model or default_model_dir())
+        chunking, tokenizer = info.chunking, AutoTokenizer.from_pretrained(info.path)
+        model = load_pretrained(info.path, dtype=dtype)
+        name = str(info.path)
+    model = model.to(device=device, dtype=dtype).eval()
+    model.generation_config = restore_generation_config(model.config)  # the naive loop decodes like the Restorer
+    return model, tokenizer, chunking, f"{name}, {count_parameters(model) / 1e6:.1f}M parameters"
+
+
+# --- main --------------------------------------------------------------------------------------------
+def print_table(results: list[Measurement], out=sys.stdout) -> None:
+    base = next((r.tokens_per_second for r in results if r.variant == "naive"), None)
+    print(f"{'variant':<24} {'chunks':>7} {'gen tokens':>11} {'seconds':>9} {'tokens/s':>10} {'x naive':>8}", file=out)
+    for r in results:
+        ratio = f"{r.tokens_per_second / base:.2f}" if base else "-"
+        print(f"{r.variant:<24} {r.chunks:>7} {r.generated_tokens:>11} {r.seconds:>9.2f} {r.tokens_per_second:>10.1f} {ratio:>8}", file=out)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="trained model directory (default: the shipped model)")
+    p.add_argument("--random-config", default=None, help="random weights: 'key=value,...' ModelConfig fields or a YAML config")
+    p.add_argument("--tokenizer", type=Path, default=REPO / "runs" / "bench-tokenizer-16k", help="tokenizer dir (random models)")
+    p.add_argument("--vocab-size", type=int, default=16000, help="vocabulary when training the bench tokenizer")
+    p.add_argument("--max-source-tokens", type=int, default=None, help="chunk size for random models (default: config's or 48)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="articles .jsonl(.xz) with a 'text' field")
+    p.add_argument("--chunks", type=int, default=200, help="chunks every variant restores")
+    p.add_argument("--warmup-chunks", type=int, default=8, help="chunks (others) each variant runs first, untimed")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--batch-tokens", type=int, nargs="+", default=[4096], help="token budgets to sweep")
+    p.add_argument("--static-cache", action="store_true", help="add static-cache variants")
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--fixed-new-tokens", type=int, default=None, help="every chunk generates exactly N tokens")
+    p.add_argument("--only", nargs="*", default=None, help="run only variants whose names start with these")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from restore.device import describe, dtype_for, resolve_device
+    from restore.errors import RestoreError
+    from restore.infer import use_all_cores
+
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cpu":
+            use_all_cores()
+        dtype = dtype_for(device)
+        model, tokenizer, chunking, description = load_bench_model(args, device, dtype)
+    except RestoreError as e:
+        print(f"bench_infer: error: {e}", file=sys.stderr)
+        return 1
+    chunks = bench_chunks(args.data, chunking, args.chunks + args.warmup_chunks)
+    warmup, chunks = chunks[: args.warmup_chunks], chunks[args.warmup_chunks :]
+    bench = Bench(model, tokenizer, chunking, device, dtype, chunks, args.fixed_new_tokens, args.num_beams,
+                  model.config.max_position_embeddings)  # fmt: skip
+    source_ids = sum(len(ids) for ids in tokenizer(chunks)["input_ids"])
+    print(f"model: {description}, {dtype}", file=sys.stderr)
+    print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_tokens={chunking.max_source_tokens}, "
+          f"{source_ids / len(chunks):.1f} source ids/chunk) of {args.data.name}; "
+          f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}", file=sys.stderr)
+    results = []
+    for name, fn in variants_for(args):
+        results.append(measure(bench, name, fn, warmup))
+        print(f"  {name}: {results[-1].tokens_per_second:.1f} tokens/s", file=sys.stderr)
+    print_table(results)
+    if args.json:
+        payload = {"device": describe(device), "model": description, "args": {k: str(v) for k, v in vars(args).items()},
+                   "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in results]}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
