@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import lzma
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -49,6 +48,7 @@ from typing import Iterable, Sequence
 from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
+from restore.textio import atomic_output
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
@@ -367,17 +367,9 @@ def write_plot(path: str | os.PathLike, buckets: list[dict], title: str) -> None
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_output(path, binary=True) as f:
             fig.savefig(f, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plot is for sharing
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
 
@@ -529,8 +521,6 @@ def write_report(path: str | os.PathLike, report: dict, data: EvalData, outputs:
         for d, c, s, o, t in zip(data.docs, data.chunks, data.sources, outputs, targets)
     )
     write_text_atomic(outputs_path, "".join(dump_jsonl_line(r) for r in records))
-    for p in (report_path, outputs_path):
-        os.chmod(p, 0o644)  # write_text_atomic's temporary file is created 0600
     return report_path, plot_path, outputs_path
 
 

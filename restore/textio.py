@@ -69,15 +69,15 @@ def dump_jsonl_line(record: dict) -> str:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike | None, mode: str = "w") -> Iterator[IO]:
+def atomic_output(path: str | os.PathLike | None, binary: bool = False) -> Iterator[IO]:
     """Open an output for writing; a file appears at ``path`` only if the block succeeds.
 
-    ``None`` or ``-`` writes to stdout. ``mode="a"`` starts the temporary file from a
-    copy of an existing output (used to resume ``.jsonl`` runs).
+    ``None`` or ``-`` writes to stdout. ``binary=True`` yields a bytes stream (e.g. a PNG).
     """
     if path is None or str(path) == STDIO:
-        yield sys.stdout
-        sys.stdout.flush()
+        stream = sys.stdout.buffer if binary else sys.stdout
+        yield stream
+        stream.flush()
         return
     target = Path(path)
     if target.is_dir():
@@ -85,10 +85,9 @@ def atomic_output(path: str | os.PathLike | None, mode: str = "w") -> Iterator[I
     if not target.parent.exists():
         raise RestoreError(f"{target.parent}: output directory does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            if mode == "a" and target.exists():
-                f.write(target.read_text(encoding="utf-8"))
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -97,6 +96,12 @@ def atomic_output(path: str | os.PathLike | None, mode: str = "w") -> Iterator[I
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -60,6 +61,9 @@ def test_cli_jsonl_keeps_fields(tmp_path):
     r = run_cli(str(src), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text(encoding="utf-8")) == {"id": 7, "text": "The children played.", "source": "child play ."}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize(
