@@ -383,7 +383,8 @@ def _apply(words: list[_Word], plan: _Plan, forms: SurfaceForms, force: bool = F
 
     ``force`` (later rounds) also splits what Punkt failed to split: a period put back after a
     word the model wrote with a period (``p.m. Left``) is written apart (``p.m . Left``), and a
-    word glued to a comma gets its space (``Ellison,J.``).
+    word glued to a comma gets its space (``Ellison,J.``); a quote whose direction the context
+    would flip is written as the Treebank token itself (``''`` opening a chunk).
     """
     items: list[_Item] = []
     carried: list[str] = []  # paragraph breaks of deleted words (or swallowed by punctuation) to pass on
@@ -397,6 +398,11 @@ def _apply(words: list[_Word], plan: _Plan, forms: SurfaceForms, force: bool = F
                 item.gap = item.gap or " "
             if force and item.token == "." and prev and prev.orig is not None and words[prev.orig].text.endswith("."):
                 item.gap = " "
+        if force and item.changed and item.token in _QUOTE_SURFACE:
+            # '"' turns into `` or '' by context; where the context says the wrong one, write it out
+            opening = prev is None or item.gap != "" or _kind(prev.token) == "right"
+            if opening != (item.token == "``"):
+                item.text = item.token
         breaks = [g for g in inherited if "\n" in g]
         carried = breaks if breaks and "\n" not in item.gap else []
         items.append(item)
