@@ -192,5 +192,13 @@ def load_torch_generator(model_dir: str | Path, device: torch.device, dtype: tor
     return TorchGenerator(load_pretrained(model_dir, dtype=dtype), device, dtype, **options)
 
 
+def load_ctranslate2_generator(model_dir: str | Path, device: torch.device, dtype: torch.dtype, **options) -> Generator:
+    """The CTranslate2 backend (optional package; see :mod:`restore.backend_ct2`)."""
+    from restore.backend_ct2 import load_ctranslate2_generator as load
+
+    return load(model_dir, device, dtype, **options)
+
+
 # Backends by name: ``factory(model_dir, device, dtype, **options) -> Generator``.
-BACKENDS: dict[str, BackendFactory] = {"torch": load_torch_generator}
+# ``auto`` (see :func:`restore.backend_ct2.choose_backend`): ctranslate2 on the CPU when installed, else torch.
+BACKENDS: dict[str, BackendFactory] = {"torch": load_torch_generator, "ctranslate2": load_ctranslate2_generator}

@@ -58,6 +58,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-beams", type=int, default=1, help="beam size (1 = greedy)")
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
+                   help="auto: CTranslate2 int8 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
     p.set_defaults(handler=_cmd_infer)
 
 

@@ -213,17 +213,23 @@ class Restorer:
     ) -> "Restorer":
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
 
-        ``options`` go to the backend (``static_cache=True`` for the torch backend),
-        except the Restorer's own keywords (``window_chunks``, ``fixed_new_tokens``, ``progress``).
+        ``options`` go to the backend (``static_cache=True`` for the torch backend,
+        ``compute_type`` for ctranslate2), except the Restorer's own keywords (``window_chunks``,
+        ``fixed_new_tokens``, ``progress``). ``backend="auto"``: ctranslate2 on the CPU when it is
+        installed (the fastest CPU path), else torch. Without ``batch_tokens``, a backend's own
+        ``batch_tokens`` (if it has one) is the budget.
         """
         from transformers import AutoConfig
 
+        from restore.backend_ct2 import choose_backend
         from restore.checkpoint import read_model_info
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
         info = read_model_info(path)
         own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress") if k in options}
+        if isinstance(backend, str):
+            backend = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")))
         factory = _backend_factory(backend)
         if resolved.type == "cpu":
             use_all_cores()
@@ -234,7 +240,8 @@ class Restorer:
             raise RestoreError(f"{info.path}: cannot read config.json ({str(e).splitlines()[0]})") from None
         generator = factory(info.path, resolved, dtype_for(resolved), **options)
         return cls(
-            tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
+            tokenizer, generator, info.chunking, device=resolved,
+            batch_tokens=batch_tokens or getattr(generator, "batch_tokens", None),
             num_beams=num_beams, max_positions=max_positions, **own,
         )  # fmt: skip
 
@@ -425,6 +432,7 @@ def run_infer_cli(args) -> None:
         device=args.device,
         batch_tokens=args.batch_tokens,
         num_beams=args.num_beams,
+        backend=getattr(args, "backend", "torch"),
         static_cache=getattr(args, "static_cache", False),
     )
     loaded = time.perf_counter()
