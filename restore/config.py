@@ -119,6 +119,7 @@ class TrainConfig:
     eval_pairs: int = 512  # dev pairs for the loss
     eval_bleu_pairs: int = 64  # dev pairs translated greedily for BLEU (0 = none)
     save_every: int = 0  # checkpoint every N steps (0 = only when stopping)
+    export_every: int = 0  # also export a usable model directory every N steps (0 = only at the end)
     log_every: int = 50
     keep_checkpoint: bool = False  # keep the resumable checkpoint after the run completes
     save_dtype: str = "bf16"  # bf16 | fp32 weights in the exported model
@@ -129,7 +130,7 @@ class TrainConfig:
             self, "train",
             ("seed", 0), ("cpu_threads", 0), ("max_steps", 1), ("stop_after_steps", 1), ("batch_tokens", 16), ("grad_accum", 1),
             ("warmup_steps", 0), ("eval_every", 0), ("eval_pairs", 1), ("eval_bleu_pairs", 0),
-            ("save_every", 0), ("log_every", 1),
+            ("save_every", 0), ("export_every", 0), ("log_every", 1),
         )  # fmt: skip
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.schedule", self.schedule, SCHEDULES)

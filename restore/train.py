@@ -61,7 +61,7 @@ CHECKPOINT = "checkpoint"
 TRAIN_CONFIG = "train_config.yaml"
 # Settings that may differ between a run and its --resume without changing the weights.
 RESUME_MAY_CHANGE = frozenset(
-    {"train.stop_after_steps", "train.time_limit_minutes", "train.log_every", "train.save_every", "train.keep_checkpoint",
+    {"train.stop_after_steps", "train.time_limit_minutes", "train.log_every", "train.save_every", "train.export_every", "train.keep_checkpoint",
      "train.device", "train.cpu_threads", "train.eval_every", "train.eval_pairs", "train.eval_bleu_pairs",
      "data.num_proc", "data.cache_dir"}
 )  # fmt: skip
@@ -288,6 +288,12 @@ class Trainer:
             self._evaluate()
         if self.cfg.save_every and step % self.cfg.save_every == 0 and step < self.end_step:
             self._save_checkpoint()
+        if self.cfg.export_every and step % self.cfg.export_every == 0 and step < self.end_step:
+            # An interim model (e.g. for a time-limited GPU lease that may be cut off); the last
+            # dev metrics are those of the latest periodic evaluation, if any.
+            if self.accelerator.is_main_process:
+                self._export(completed=False, metrics=None)
+            self.accelerator.wait_for_everyone()
 
     def _out_of_time(self) -> bool:
         """All ranks agree (the main process decides) whether the session's time is up."""
