@@ -56,6 +56,8 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch")
     p.add_argument("--num-beams", type=int, default=1, help="beam size (1 = greedy)")
+    p.add_argument("--no-faithful", dest="faithful", action="store_false",
+                   help="skip the check that each restored chunk corrupts back to its source (and its beam re-decode and repair)")
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),

@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -39,6 +39,7 @@ import torch
 from restore.backends import BACKENDS, BackendFactory, Generator
 from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
 from restore.errors import RestoreError
+from restore.faithful import FaithfulStats, SurfaceForms, make_faithful
 
 LINE_JOINER = "\n\n"
 HEADING_JOINER = "\n\n"
@@ -53,6 +54,9 @@ EXPECTED_NEW_EXTRA = 8
 DEFAULT_BATCH_TOKENS = {"cuda": 32768, "cpu": 16384}
 # Chunks gathered from the input before a round of sorting and batching (bounds memory on huge corpora).
 WINDOW_CHUNKS = 4096
+# Faithfulness (restore.faithful): chunks that do not corrupt back are re-decoded with this beam
+# (all its hypotheses returned, best first) before the closest one is repaired.
+FAITHFUL_BEAMS = 4
 
 
 # --- documents <-> chunks --------------------------------------------------------------------------
@@ -151,6 +155,7 @@ class InferStats:
     generated_tokens: int = 0
     generate_seconds: float = 0.0
     oom_splits: int = 0
+    faithful: FaithfulStats = field(default_factory=FaithfulStats)  # verify-and-repair counts
 
     @property
     def tokens_per_second(self) -> float:
@@ -182,6 +187,8 @@ class Restorer:
         window_chunks: int | None = None,
         fixed_new_tokens: int | None = None,
         progress: Callable[[InferStats], None] | None = None,
+        faithful: bool = True,
+        lexicon=None,
     ):
         self.tokenizer = tokenizer
         self.generator = generator
@@ -200,6 +207,10 @@ class Restorer:
         self.fixed_new_tokens = min(fixed_new_tokens, self.max_new_tokens) if fixed_new_tokens else None
         self.progress = progress
         self.stats = InferStats()
+        # Faithfulness: every chunk output must corrupt back to its source (restore.faithful);
+        # the lexicon (restore.lexicon.Lexicon, from the model dir) gives repaired words their surface form.
+        self.faithful = faithful
+        self.surface_forms = SurfaceForms(lexicon)
 
     @classmethod
     def from_pretrained(
@@ -227,7 +238,7 @@ class Restorer:
 
         resolved = resolve_device(device)
         info = read_model_info(path)
-        own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress") if k in options}
+        own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress", "faithful") if k in options}
         if isinstance(backend, str):
             backend = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")))
         factory = _backend_factory(backend)
@@ -239,6 +250,7 @@ class Restorer:
         except (OSError, ValueError, AttributeError) as e:
             raise RestoreError(f"{info.path}: cannot read config.json ({str(e).splitlines()[0]})") from None
         generator = factory(info.path, resolved, dtype_for(resolved), **options)
+        own["lexicon"] = _load_lexicon(info.path)
         return cls(
             tokenizer, generator, info.chunking, device=resolved,
             batch_tokens=batch_tokens or getattr(generator, "batch_tokens", None),
@@ -271,8 +283,19 @@ class Restorer:
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
-        """Restored text of each chunk, in order (the one place chunks become text)."""
-        return [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
+        """Restored text of each chunk, in order (the one place chunks become text).
+
+        With ``faithful`` (the default) every output is checked to corrupt back to its chunk;
+        the failing ones are re-decoded together with a beam of :data:`FAITHFUL_BEAMS` and the
+        first passing hypothesis is taken, else the closest one is repaired (restore.faithful).
+        """
+        outputs = [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
+        if not self.faithful:
+            return outputs
+        return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
+
+    def _beam_candidates(self, chunks: list[str]) -> list[list[str]]:
+        return self.chunk_candidates(chunks, FAITHFUL_BEAMS, FAITHFUL_BEAMS)
 
     def chunk_candidates(self, chunks: list[str], num_beams: int, num_return_sequences: int) -> list[list[str]]:
         """``num_return_sequences`` restorations of each chunk (best first), e.g. to repair with beams."""
@@ -380,6 +403,13 @@ def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
     return BACKENDS[backend]
 
 
+def _load_lexicon(path: Path):
+    """The model's surface-form lexicon (for faithfulness repair), or None if it has none."""
+    from restore.lexicon import LEXICON_FILE, Lexicon
+
+    return Lexicon.load(path) if (Path(path) / LEXICON_FILE).is_file() else None
+
+
 def _load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
@@ -434,6 +464,7 @@ def run_infer_cli(args) -> None:
         num_beams=args.num_beams,
         backend=getattr(args, "backend", "torch"),
         static_cache=getattr(args, "static_cache", False),
+        faithful=getattr(args, "faithful", True),
     )
     loaded = time.perf_counter()
     with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
@@ -453,7 +484,8 @@ def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float
     oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
     return (
         f"restore infer: {describe(restorer.device)}: {s.documents} documents, {s.chunks} chunks, "
-        f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; wall {wall_seconds:.1f} s"
+        f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
+        f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
     )
 
 

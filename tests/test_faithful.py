@@ -287,3 +287,73 @@ def test_stats_merge_share_and_summary():
     assert shares["fixed_by_beam_share"] == pytest.approx(0.15) and shares["repaired_share"] == pytest.approx(0.15)
     assert "20 chunks" in total.summary() and "15.0% repaired" in total.summary()
     assert FaithfulStats().as_dict()["repaired_share"] == 0.0
+
+
+# --- integration with restore.infer (a tiny model with random weights: garbage out, faithful after) ---
+@pytest.fixture(scope="module")
+def model_chunks(wiki_texts) -> list[str]:
+    from restore.chunking import ChunkConfig, chunk_text
+
+    return [c for text in wiki_texts[:2] for c in chunk_text(corrupt(text), ChunkConfig(max_source_tokens=16))][:4]
+
+
+def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monkeypatch):
+    from restore import infer
+    from restore.infer import Restorer
+
+    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)  # 4 in real runs; the random model is slow at any width
+
+    raw = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful=False)
+    garbage = raw.restore_chunks(model_chunks)
+    assert sum(check(out, src) for out, src in zip(garbage, model_chunks)) < len(model_chunks) // 2
+    assert raw.stats.faithful.chunks == 0
+
+    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu")
+    assert restorer.faithful and restorer.surface_forms.lexicon is not None  # the model dir's lexicon
+    calls = []
+    candidates = restorer.chunk_candidates
+
+    def recording(chunks, num_beams, num_return_sequences):
+        calls.append((len(chunks), num_beams, num_return_sequences))
+        return candidates(chunks, num_beams, num_return_sequences)
+
+    monkeypatch.setattr(restorer, "chunk_candidates", recording)
+    restored = restorer.restore_chunks(model_chunks)
+    stats = restorer.stats.faithful
+    assert all(check(out, src) for out, src in zip(restored, model_chunks)), stats
+    failing = sum(not check(out, src) for out, src in zip(garbage, model_chunks))
+    assert calls == [(len(model_chunks), 1, 1), (failing, 2, 2)]  # one batched re-decode
+    assert (stats.chunks, stats.failed_greedy) == (len(model_chunks), failing)
+    assert stats.fixed_by_beam + stats.repaired == failing
+    assert stats.still_unfaithful_exact == stats.still_unfaithful_content == 0
+    # a chunk the greedy pass got right is kept as it was
+    assert all(r == g for r, g, src in zip(restored, garbage, model_chunks) if check(g, src))
+
+
+def test_restored_documents_round_trip(tiny_model_dir, monkeypatch):
+    from restore import infer
+    from restore.infer import Restorer
+
+    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)
+    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu")
+    source = "# # earli life trotski born 1879 kherson . father , david , farmer . `` revolut '' came 1917 ."
+    restored = restorer.restore(source)
+    assert check_content(restored, source)
+
+
+def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, monkeypatch):
+    from restore import infer
+    from restore.cli import build_parser, main
+
+    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)
+    assert build_parser().parse_args(["infer"]).faithful is True
+    assert build_parser().parse_args(["infer", "--no-faithful"]).faithful is False
+    text = tmp_path / "doc.txt"
+    text.write_text("leon trotski born 1879 kherson . father farmer .\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main(["infer", str(text), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "faithful: 1 chunks" in err and "repaired" in err and len(err.splitlines()) == 1
+    assert check(out.read_text(encoding="utf-8").strip(), "leon trotski born 1879 kherson . father farmer .")
+    assert main(["infer", str(text), "-o", str(out), "--model", str(tiny_model_dir), "--no-faithful"]) == 0
+    assert "faithful: off" in capsys.readouterr().err
