@@ -458,7 +458,7 @@ def load_system(args) -> System:
 
     restorer = Restorer.from_pretrained(
         info.path, device=args.device, batch_tokens=getattr(args, "batch_tokens", None),
-        num_beams=getattr(args, "num_beams", 1) or 1,
+        num_beams=getattr(args, "num_beams", 1) or 1, faithful=not getattr(args, "no_faithful", False),
     )  # fmt: skip
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
     device = restorer.device
@@ -538,6 +538,10 @@ def run_eval_cli(args) -> None:
     outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
     scores = score_outputs(data, outputs)
     lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
+    faithful_stats = getattr(getattr(system.restorer, "stats", None), "faithful", None)
+    if getattr(system.restorer, "faithful", False) and faithful_stats is not None:
+        # Before repair: the share that failed greedy decoding; after: the faithfulness line above.
+        lines.append(faithful_stats.summary())
     print("\n".join(lines))
     rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)
     print(f"eval: {system.name} on {len(data)} {_unit(data)} of {data.path} in {seconds:.1f} s "
