@@ -76,7 +76,8 @@ def sources(wiki_texts) -> list[str]:
 
 
 def echo_restorer(tokenizer, generator=None, max_tokens: int = 16, **kw) -> Restorer:
-    return Restorer(tokenizer, generator or EchoGenerator(), ChunkConfig(max_source_tokens=max_tokens), **kw)
+    # Echoed sources are not faithful restorations: these tests check chunking and batching only.
+    return Restorer(tokenizer, generator or EchoGenerator(), ChunkConfig(max_source_tokens=max_tokens), **{"faithful": False, **kw})
 
 
 def joined_like_inference(document: str, config: ChunkConfig) -> str:
@@ -221,8 +222,8 @@ def model_chunks(sources) -> list[str]:
 
 
 def test_batched_equals_one_chunk_at_a_time(varied_model_dir, model_chunks):
-    batched = Restorer.from_pretrained(varied_model_dir, device="cpu", batch_tokens=4000)
-    single = Restorer.from_pretrained(varied_model_dir, device="cpu", batch_tokens=1)
+    batched = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", batch_tokens=4000)
+    single = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", batch_tokens=1)
     outputs = batched.restore_chunks(model_chunks)
     assert outputs == single.restore_chunks(model_chunks)
     assert single.stats.batches == len(model_chunks) and batched.stats.batches < len(model_chunks) / 4
@@ -231,7 +232,7 @@ def test_batched_equals_one_chunk_at_a_time(varied_model_dir, model_chunks):
 
 
 def test_generator_matches_plain_model_generate(varied_model_dir, model_chunks):
-    restorer = Restorer.from_pretrained(varied_model_dir, device="cpu")
+    restorer = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu")
     model, tok = restorer.generator.model, restorer.tokenizer
     for chunk in model_chunks[:5]:
         ids = tok([chunk], return_tensors="pt")
@@ -243,11 +244,11 @@ def test_generator_matches_plain_model_generate(varied_model_dir, model_chunks):
 
 def test_beam_search_and_fixed_length(varied_model_dir):
     chunks = ["born 1879 .", "father farmer .", "# # career"]  # short: beams may run to the length limit
-    restorer = Restorer.from_pretrained(varied_model_dir, device="cpu", num_beams=2)
+    restorer = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", num_beams=2)
     candidates = restorer.chunk_candidates(chunks, num_beams=3, num_return_sequences=3)
     assert [len(c) for c in candidates] == [3, 3, 3]
     assert len(restorer.restore_chunks(chunks)) == 3
-    fixed = Restorer.from_pretrained(varied_model_dir, device="cpu", fixed_new_tokens=12)
+    fixed = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", fixed_new_tokens=12)
     fixed.restore_chunks(chunks)
     assert fixed.stats.generated_tokens == 3 * 12
 
@@ -257,8 +258,8 @@ def test_static_cache_gives_the_same_outputs_on_cpu(varied_model_dir, model_chun
 
     chunks = model_chunks[:5]
     cpu = torch.device("cpu")
-    dynamic = Restorer.from_pretrained(varied_model_dir, device="cpu")
-    static = Restorer.from_pretrained(varied_model_dir, device="cpu", static_cache=True)
+    dynamic = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu")
+    static = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", static_cache=True)
     assert isinstance(static.generator, TorchGenerator) and static.generator.static_cache
     assert static.restore_chunks(chunks) == dynamic.restore_chunks(chunks)
     generator = TorchGenerator(load_pretrained(varied_model_dir), cpu, torch.float32, static_cache=True)
@@ -270,7 +271,7 @@ def test_static_cache_gives_the_same_outputs_on_cpu(varied_model_dir, model_chun
 
 
 def test_device_auto_falls_back_to_cpu(varied_model_dir):
-    restorer = Restorer.from_pretrained(varied_model_dir, device="auto")
+    restorer = Restorer.from_pretrained(varied_model_dir, faithful=False, device="auto")
     assert restorer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -289,7 +290,8 @@ def echo_backend(monkeypatch):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["infer", *argv])
+    # The echo backend replaces torch's; its echoes are not faithful restorations.
+    code = main(["infer", "--no-faithful", "--backend", "torch", *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
