@@ -204,7 +204,8 @@ def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("varied_model")
     for path in tiny_model_dir.iterdir():
-        shutil.copy(path, out / path.name)
+        if path.is_file():  # not the CTranslate2 conversions other tests may have cached beside it
+            shutil.copy(path, out / path.name)
     model = load_pretrained(tiny_model_dir)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
