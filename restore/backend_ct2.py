@@ -31,10 +31,13 @@ CTranslate2 equivalent, so beam outputs agree on most, not all, inputs
 (:data:`BEAM_PATIENCE`). int8 weights agree with fp32 on most outputs.
 
 Threads: CTranslate2 runs ``inter_threads`` batches at once, each on
-``intra_threads`` cores. Measured on 2 cores (13M BART, 256 chunks), one worker
-per core (``inter_threads=cores, intra_threads=1``) gave about twice the tokens/s
-of one worker on all cores, so every batch is split into one sub-batch per
-worker (at most :data:`MAX_ROWS_PER_WORKER` rows each).
+``intra_threads`` cores. For our small models one worker per core
+(``inter_threads=cores, intra_threads=1``) is about twice as fast as one worker
+on all cores, CTranslate2's usual setting (measured on 2 cores, 13-15M BART,
+256 chunks x 64 tokens, int8: 13.5k vs 6.5k tokens/s; see
+``scripts/bench_infer.py``): the matrices of one decoding step are too small to
+split well across cores. So every batch is split into equal sub-batches, a
+multiple of the workers (at most :data:`MAX_ROWS_PER_WORKER` rows each).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from restore.errors import RestoreError
 # Weights per device: int8 on the CPU (fastest, measured), bf16 on CUDA (never fp16 for our models).
 COMPUTE_TYPES = {"cpu": "int8", "cuda": "bfloat16"}
 QUANTIZATIONS = ("int8", "float32", "bfloat16", "int8_float32", "int8_bfloat16")
-# A sub-batch larger than this is slower per token on the CPU (measured: 64 best of 32..256).
+# Rows per sub-batch: tokens/s is flat from 8 to 64 rows per worker and drops at 128 (measured, int8).
 MAX_ROWS_PER_WORKER = 64
 # Default --batch-tokens with this backend: room for one full sub-batch per worker.
 BATCH_TOKENS_PER_WORKER = 12288
@@ -93,14 +96,6 @@ def choose_backend(requested: str, device_type: str, torch_only: bool = False) -
     if requested != "auto":
         return requested
     return "ctranslate2" if device_type == "cpu" and not torch_only and ctranslate2_available() else "torch"
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (its affinity mask, else all of them)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # --- conversion (cached) ---------------------------------------------------------------------------
@@ -252,6 +247,8 @@ class CTranslate2Generator:
             raise RestoreError(f"{ct2_dir}: the vocabulary has duplicate tokens; ids cannot be mapped")
         self.eos_token = self.vocabulary[eos_id]
         self.never = [[self.vocabulary[i]] for i in never_ids if i != eos_id]
+        from restore.infer import available_cpus
+
         cpu = device == "cpu"
         self.workers = workers or (available_cpus() if cpu else 1)
         threads = threads_per_worker or (1 if cpu else 0)
