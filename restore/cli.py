@@ -80,6 +80,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, help="write a JSON report (and a PNG plot beside it)")
     p.add_argument("--baseline", default=None, choices=("identity", "dictionary"), help="score a baseline instead of a model")
     p.add_argument("--no-faithful", action="store_true", help="score the model without verify-and-repair (model only)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
+                   help="generation backend (model only), as for restore infer")
     p.add_argument("--lexicon", default=None, help="directory with lexicon.json.gz for --baseline dictionary (default: the model's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (model only)")
