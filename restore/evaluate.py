@@ -48,30 +48,13 @@ from typing import Iterable, Sequence
 from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
+from restore.faithful import content_tokens  # the one definition of "content" (punctuation excluded)
 from restore.textio import atomic_output
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
 
 # --- faithfulness metrics (pure) -----------------------------------------------------------------
-def is_content_token(token: str) -> bool:
-    """A corrupted token that carries a word or number (not punctuation or ``#`` marks).
-
-    >>> [is_content_token(t) for t in ["trotski", "1879", "'s", "n't", ".", "``", "#", "--"]]
-    [True, True, True, True, False, False, False, False]
-    """
-    return any(ch.isalnum() for ch in token)
-
-
-def content_tokens(corrupted_tokens: Iterable[str]) -> list[str]:
-    """Everything but punctuation, in order.
-
-    >>> content_tokens("# # earli life born 1879 , kherson .".split())
-    ['earli', 'life', 'born', '1879', 'kherson']
-    """
-    return [t for t in corrupted_tokens if is_content_token(t)]
-
-
 def roundtrip_exact(output: str, source: str) -> bool:
     """True if corrupting ``output`` gives back ``source`` exactly (whitespace-normalized).
 
