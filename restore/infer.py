@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -87,10 +88,23 @@ def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list
 def assemble(outputs: Sequence[str], joiners: Sequence[str]) -> str:
     """A restored document from its chunk outputs (see :func:`document_chunks`).
 
+    Runs of spaces a model may emit are tidied to one (no token changes: whitespace only
+    separates tokens), and each chunk's output is stripped before it is joined.
+
     >>> assemble(["He was born.", "## Career\\n\\nHe ran."], ["", "\\n\\n"])
     'He was born.\\n\\n## Career\\n\\nHe ran.'
+    >>> assemble(["He  was   born. ", "He ran.  \\nOn."], ["", " "])
+    'He was born. He ran.\\nOn.'
     """
-    return "".join(joiner + output for joiner, output in zip(joiners, outputs, strict=True))
+    return "".join(joiner + _tidy_spaces(output) for joiner, output in zip(joiners, outputs, strict=True))
+
+
+def _tidy_spaces(text: str) -> str:
+    return _SPACE_RUN.sub(" ", _TRAILING_SPACE.sub("\n", text.strip()))
+
+
+_SPACE_RUN = re.compile(r"[ \t]{2,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
 
 
 def split_in_half(chunk: str) -> list[str]:
