@@ -247,7 +247,7 @@ class CTranslate2Generator:
             raise RestoreError(f"{ct2_dir}: the vocabulary has duplicate tokens; ids cannot be mapped")
         self.eos_token = self.vocabulary[eos_id]
         self.never = [[self.vocabulary[i]] for i in never_ids if i != eos_id]
-        from restore.infer import available_cpus
+        from restore.device import available_cpus
 
         cpu = device == "cpu"
         self.workers = workers or (available_cpus() if cpu else 1)

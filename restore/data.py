@@ -40,6 +40,7 @@ import torch
 
 from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
 from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
+from restore.device import available_cpus
 from restore.errors import RestoreError
 
 PAIRS_FORMAT = "pairs/1"  # bump when pairing changes: old caches are then ignored
@@ -338,8 +339,7 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
 
 
 def _num_proc(requested: int, rows: int) -> int | None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    procs = min(requested or cores, max(1, rows // 8))  # tiny inputs are not worth a process pool
+    procs = min(requested or available_cpus(), max(1, rows // 8))  # tiny inputs are not worth a process pool
     return procs if procs > 1 else None
 
 

@@ -39,6 +39,7 @@ import torch
 
 from restore.backends import BACKENDS, BackendFactory, Generator
 from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
+from restore.device import available_cpus
 from restore.errors import RestoreError
 from restore.faithful import FaithfulStats, SurfaceForms, make_faithful
 
@@ -431,14 +432,6 @@ def _load_tokenizer(path: Path):
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise RestoreError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
-
-
-def available_cpus() -> int:
-    """CPU cores this process may use (its affinity mask, else all of them)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def use_all_cores() -> None:

@@ -9,21 +9,13 @@ over the same articles; "words" are whitespace-separated words of the original t
 from __future__ import annotations
 
 import argparse
-import json
-import lzma
 import time
-from itertools import islice
 from pathlib import Path
 
+from restore.baselines import read_article_texts
 from restore.corrupt import corrupt, normalize_token
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wiki" / "train-00.jsonl.xz"
-
-
-def load_articles(path: Path, limit: int) -> list[str]:
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in islice(f, limit)]
 
 
 def main() -> None:
@@ -31,7 +23,7 @@ def main() -> None:
     parser.add_argument("file", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--articles", type=int, default=2000)
     args = parser.parse_args()
-    texts = load_articles(args.file, args.articles)
+    texts = read_article_texts(args.file, args.articles)
     words = sum(len(t.split()) for t in texts)
     corrupt("Warm up the Punkt and WordNet resources.")
     normalize_token.cache_clear()

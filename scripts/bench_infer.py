@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from restore.baselines import read_article_texts
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki"
@@ -156,7 +157,7 @@ def _cpu_generator(bench: Bench, kind: str):
             _CPU_CACHE[kind] = TorchGenerator(model, bench.device, torch.float32)
         else:
             from restore.backend_ct2 import CTranslate2Generator, converted_model_dir
-            from restore.infer import available_cpus
+            from restore.device import available_cpus
 
             compute_type = "int8" if "int8" in kind else "float32"
             cfg = bench.model.config
@@ -227,18 +228,13 @@ def synchronize(device: torch.device) -> None:
 
 
 # --- setup -----------------------------------------------------------------------------------------
-def load_texts(path: Path, limit: int | None = None) -> list[str]:
-    with lzma.open(path, "rt", encoding="utf-8") if path.suffix == ".xz" else open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for k, line in enumerate(f) if limit is None or k < limit]
-
-
 def bench_chunks(path: Path, chunking, count: int, skip: int = 0) -> list[str]:
     """The first ``count`` chunks (after ``skip``) of the corrupted articles of ``path``."""
     from restore.chunking import chunk_text
     from restore.corrupt import corrupt
 
     chunks: list[str] = []
-    for text in load_texts(path):
+    for text in read_article_texts(path):
         chunks += chunk_text(corrupt(text), chunking)
         if len(chunks) >= skip + count:
             break
@@ -273,7 +269,7 @@ def bench_tokenizer(directory: Path, vocab_size: int):
     from restore.corrupt import corrupt
     from restore.tokenizer import train_tokenizer
 
-    texts = load_texts(WIKI / "dev.jsonl.xz") + load_texts(WIKI / "test.jsonl.xz")
+    texts = read_article_texts(WIKI / "dev.jsonl.xz") + read_article_texts(WIKI / "test.jsonl.xz")
     start = time.perf_counter()
     tokenizer = train_tokenizer(texts + [corrupt(t) for t in texts], vocab_size=vocab_size)
     tokenizer.save_pretrained(directory)

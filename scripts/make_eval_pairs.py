@@ -19,17 +19,15 @@ import argparse
 import hashlib
 import json
 import lzma
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 from restore.chunking import ChunkConfig
 from restore.errors import RestoreError
 from restore.data import article_pairs
 from restore.evaluate import read_data_text
-from restore.textio import dump_jsonl_line, parse_jsonl
+from restore.textio import atomic_output, dump_jsonl_line, parse_jsonl
 
 
 def make_pairs(articles_path: str, config: ChunkConfig) -> tuple[list[dict], int, int]:
@@ -56,16 +54,8 @@ def sample_pairs(pairs: list[dict], n: int, seed: int) -> list[dict]:
 def write_xz_jsonl(path: Path, records: list[dict]) -> str:
     """Write records as xz-compressed JSON lines, atomically; return the sha256 of the uncompressed text."""
     text = "".join(dump_jsonl_line(r) for r in records)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(lzma.compress(text.encode("utf-8"), preset=9))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, binary=True) as f:
+        f.write(lzma.compress(text.encode("utf-8"), preset=9))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
