@@ -106,14 +106,9 @@ def batched_variant(batch_tokens: int, static_cache: bool = False) -> Callable[[
 
     def run(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
         from restore.backends import TorchGenerator
-        from restore.infer import Restorer
 
         generator = TorchGenerator(bench.model, bench.device, bench.dtype, static_cache=static_cache)
-        restorer = Restorer(
-            bench.tokenizer, generator, bench.chunking, device=bench.device, batch_tokens=batch_tokens,
-            num_beams=bench.num_beams, max_positions=bench.max_positions, fixed_new_tokens=bench.fixed_new_tokens,
-            faithful=False,  # generation speed only: repair re-decodes (random models fail every check)
-        )  # fmt: skip
+        restorer = _restorer(bench, generator, batch_tokens)
         restorer.restore_chunks(chunks)
         return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "oom_splits": restorer.stats.oom_splits}
 
@@ -173,15 +168,8 @@ def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, 
     """The Restorer on another CPU engine (``batch_tokens=None``: the generator's own budget)."""
 
     def run(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
-        from restore.infer import Restorer
-
         generator = _cpu_generator(bench, kind)
-        budget = batch_tokens or getattr(generator, "batch_tokens", None)
-        restorer = Restorer(
-            bench.tokenizer, generator, bench.chunking, device=bench.device, batch_tokens=budget,
-            num_beams=bench.num_beams, max_positions=bench.max_positions, fixed_new_tokens=bench.fixed_new_tokens,
-            faithful=False,  # generation speed only: repair re-decodes (random models fail every check)
-        )  # fmt: skip
+        restorer = _restorer(bench, generator, batch_tokens or getattr(generator, "batch_tokens", None))
         restorer.restore_chunks(chunks)
         return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "batch_tokens": restorer.batch_tokens}
 
@@ -228,6 +216,17 @@ def synchronize(device: torch.device) -> None:
 
 
 # --- setup -----------------------------------------------------------------------------------------
+def _restorer(bench: Bench, generator, batch_tokens: int | None):
+    """The Restorer the batched variants time, around ``generator`` (generation speed only)."""
+    from restore.infer import Restorer
+
+    return Restorer(
+        bench.tokenizer, generator, bench.chunking, device=bench.device, batch_tokens=batch_tokens,
+        num_beams=bench.num_beams, max_positions=bench.max_positions, fixed_new_tokens=bench.fixed_new_tokens,
+        faithful=False,  # repair would re-decode: random models fail every check
+    )  # fmt: skip
+
+
 def bench_chunks(path: Path, chunking, count: int, skip: int = 0) -> list[str]:
     """The first ``count`` chunks (after ``skip``) of the corrupted articles of ``path``."""
     from restore.chunking import chunk_text
