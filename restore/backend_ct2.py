@@ -252,6 +252,7 @@ class CTranslate2Generator:
         cpu = device == "cpu"
         self.workers = workers or (available_cpus() if cpu else 1)
         threads = threads_per_worker or (1 if cpu else 0)
+        self.threads_per_worker = threads
         self.max_rows_per_worker = max_rows_per_worker
         try:
             self.translator = ctranslate2.Translator(
@@ -261,6 +262,13 @@ class CTranslate2Generator:
             raise RestoreError(f"{ct2_dir}: CTranslate2 cannot load the model on {device} ({str(e).splitlines()[0]})") from None
         self.compute_type = compute_type
         self.device = device
+
+    def describe(self) -> str:
+        """The engine as the summary line shows it, e.g. ``ctranslate2 int8, cpu, 2 workers x 1 thread``."""
+        if self.device != "cpu":
+            return f"ctranslate2 {self.compute_type}, {self.device}"
+        threads = self.threads_per_worker
+        return f"ctranslate2 {self.compute_type}, cpu, {self.workers} workers x {threads} thread{'s' if threads != 1 else ''}"
 
     @property
     def batch_tokens(self) -> int:

@@ -27,6 +27,8 @@ from typing import Callable, Protocol, Sequence
 import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
+from restore.attention import configure_attention, round_up
+
 # Shapes are rounded up to these multiples with a static cache, so that the compiled
 # decode step is reused across batches instead of recompiled for every new shape.
 STATIC_ROWS_MULTIPLE = 8
@@ -40,15 +42,6 @@ class Generator(Protocol):
     def generate(
         self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1
     ) -> list[list[int]]: ...
-
-
-def round_up(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple``.
-
-    >>> round_up(1, 8), round_up(8, 8), round_up(9, 8)
-    (8, 8, 16)
-    """
-    return -(-n // multiple) * multiple
 
 
 def pad_batch(batch: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +126,8 @@ class TorchGenerator:
     def __init__(self, model: PreTrainedModel, device: torch.device, dtype: torch.dtype, *, static_cache: bool = False):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device = device
+        self.dtype = dtype
+        self.attention = configure_attention(device)
         self.static_cache = static_cache
         config = model.config
         self.pad_id = config.pad_token_id
@@ -170,6 +165,13 @@ class TorchGenerator:
                 **options,
             )
         return strip_generated(sequences[: rows * num_return_sequences], self.eos_id, max_new_tokens)
+
+    def describe(self) -> str:
+        """The engine as the summary line shows it, e.g. ``torch float32, cpu, 2 threads``."""
+        from restore.device import describe
+
+        precision = str(self.dtype).removeprefix("torch.")
+        return f"torch {precision}, {describe(self.device)}" + (", static cache" if self.static_cache else "")
 
     def _bucketed(self, batch: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], int, int]:
         """Round rows, source length and new tokens up (extra rows repeat the last input and are dropped)."""

@@ -45,7 +45,7 @@ def write_restore_json(directory: str | Path, chunking: ChunkConfig, training: d
     payload = {
         "format": FORMAT,
         "corruption": {"spec_version": SPEC_VERSION},
-        "chunking": {"max_source_tokens": chunking.max_source_tokens},
+        "chunking": {"max_source_words": chunking.max_source_words},
         "training": training,
         **extra,
     }
@@ -68,7 +68,7 @@ def read_model_info(directory: str | Path) -> ModelInfo:
         payload = json.loads((path / RESTORE_JSON).read_text(encoding="utf-8"))
         if payload.get("format") != FORMAT:
             raise ValueError(f"format is {payload.get('format')!r}, expected {FORMAT!r}")
-        chunking = ChunkConfig(**payload["chunking"])
+        chunking = ChunkConfig(**_chunking_fields(payload["chunking"]))
         spec = payload["corruption"]["spec_version"]
     except (ValueError, KeyError, TypeError) as e:
         raise RestoreError(f"{path}/{RESTORE_JSON}: not a restore model description ({e})") from None
@@ -76,6 +76,20 @@ def read_model_info(directory: str | Path) -> ModelInfo:
         raise RestoreError(f"{path}: trained for corruption spec {spec!r}, this restore implements {SPEC_VERSION!r}")
     known = {"format", "corruption", "chunking", "training"}
     return ModelInfo(path, chunking, spec, payload.get("training", {}), {k: v for k, v in payload.items() if k not in known})
+
+
+def _chunking_fields(raw: dict) -> dict:
+    """The chunking settings of ``restore.json``, older files' ``max_source_tokens`` included.
+
+    >>> _chunking_fields({"max_source_tokens": 48})
+    {'max_source_words': 48}
+    """
+    if not isinstance(raw, dict):
+        raise TypeError(f"chunking must be a mapping, got {raw!r}")
+    return {LEGACY_CHUNKING_KEYS.get(key, key): value for key, value in raw.items()}
+
+
+LEGACY_CHUNKING_KEYS = {"max_source_tokens": "max_source_words"}
 
 
 def default_model_dir() -> Path:

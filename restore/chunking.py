@@ -4,14 +4,14 @@ A corrupted document is one line of tokens; the only sentence boundaries still
 visible in it are sentence-final ``.``/``?``/``!`` tokens (with closing quotes or
 brackets that follow them) and the ``# #`` runs that headings leave. We cut
 there into *units*, then pack consecutive units greedily into *chunks* of at most
-``max_source_tokens`` tokens; a heading always starts a new chunk.
+``max_source_words`` tokens; a heading always starts a new chunk.
 
 Training (``restore.data``) applies the very same rule to the token stream of an
 article, keeping only the cuts that fall between two Punkt sentences, so that
 every source chunk is aligned with the exact span of original text it came from.
 
 >>> toks = "# # earli life born 1879 . father farmer . # # career join armi .".split()
->>> [" ".join(c) for c in chunk_tokens(toks, ChunkConfig(max_source_tokens=7))]
+>>> [" ".join(c) for c in chunk_tokens(toks, ChunkConfig(max_source_words=7))]
 ['# # earli life born 1879 .', 'father farmer .', '# # career join armi .']
 """
 
@@ -31,11 +31,14 @@ HEADING_MARK = "#"
 class ChunkConfig:
     """How documents are cut into chunks (saved with every model in ``restore.json``)."""
 
-    max_source_tokens: int = 48  # corrupted (whitespace) tokens per chunk
+    # Corrupted words (whitespace-separated tokens of the corrupted text) per chunk; not subword
+    # ids, which is what the ``batch_tokens`` budgets count. Older ``restore.json`` files call it
+    # ``max_source_tokens`` (read by :mod:`restore.checkpoint`).
+    max_source_words: int = 48
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_source_tokens, int) or self.max_source_tokens < 4:
-            raise ValueError(f"max_source_tokens must be an integer >= 4, got {self.max_source_tokens!r}")
+        if not isinstance(self.max_source_words, int) or self.max_source_words < 4:
+            raise ValueError(f"max_source_words must be an integer >= 4, got {self.max_source_words!r}")
 
 
 def is_heading_start(tokens: Sequence[str], i: int) -> bool:
@@ -100,12 +103,12 @@ def chunk_tokens(tokens: Sequence[str], config: ChunkConfig) -> list[list[str]]:
     """Cut one corrupted document (a token list) into chunks, in order, losing no token.
 
     A unit longer than the limit (e.g. a huge line with no sentence boundary) is
-    hard-split into pieces of ``max_source_tokens``.
+    hard-split into pieces of ``max_source_words``.
 
-    >>> [len(c) for c in chunk_tokens(["w"] * 10, ChunkConfig(max_source_tokens=4))]
+    >>> [len(c) for c in chunk_tokens(["w"] * 10, ChunkConfig(max_source_words=4))]
     [4, 4, 2]
     """
-    limit = config.max_source_tokens
+    limit = config.max_source_words
     starts = unit_starts(tokens)
     units: list[Sequence[str]] = []
     headings: list[bool] = []
@@ -120,7 +123,7 @@ def chunk_tokens(tokens: Sequence[str], config: ChunkConfig) -> list[list[str]]:
 def chunk_text(source: str, config: ChunkConfig) -> list[str]:
     """Chunks of a corrupted document given as text (any whitespace separates tokens).
 
-    >>> chunk_text("a b . c d . e", ChunkConfig(max_source_tokens=4))
+    >>> chunk_text("a b . c d . e", ChunkConfig(max_source_words=4))
     ['a b .', 'c d . e']
     """
     return [" ".join(chunk) for chunk in chunk_tokens(source.split(), config)]

@@ -8,7 +8,7 @@ an exact span of the original text:
    own (:func:`restore.corrupt.corrupt_sentence`, equal to whole-text corruption);
 2. :func:`restore.chunking.unit_starts` on the article's whole token stream; only
    starts that coincide with a sentence start are kept, so sentences group into units;
-3. units longer than ``max_source_tokens`` are dropped (counted): inference would
+3. units longer than ``max_source_words`` are dropped (counted): inference would
    hard-split them at arbitrary points, which has no aligned target;
 4. :func:`restore.chunking.pack_units` packs the remaining runs of units into
    chunks (a heading always opens one; no chunk spans a dropped unit).
@@ -38,6 +38,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from restore.batching import budget_batches
 from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
 from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
 from restore.device import available_cpus
@@ -50,7 +51,7 @@ IGNORE_INDEX = -100
 
 
 # --- one article -----------------------------------------------------------------------------
-def article_pairs(text: str, max_source_tokens: int) -> tuple[list[str], list[str], int, int]:
+def article_pairs(text: str, max_source_words: int) -> tuple[list[str], list[str], int, int]:
     """Pairs of one article: ``(sources, targets, units, dropped_units)``.
 
     >>> text = "## Early life\\n\\nHe was born in 1879. His father was a farmer. He left."
@@ -78,14 +79,14 @@ def article_pairs(text: str, max_source_tokens: int) -> tuple[list[str], list[st
     dropped = 0
     run: list[int] = []  # consecutive kept units (indices into firsts)
     for u in range(len(firsts) + 1):
-        too_long = u < len(firsts) and bounds[u + 1] - bounds[u] > max_source_tokens
+        too_long = u < len(firsts) and bounds[u + 1] - bounds[u] > max_source_words
         if u < len(firsts) and not too_long:
             run.append(u)
             continue
         dropped += too_long
         lengths = [bounds[k + 1] - bounds[k] for k in run]
         headings = [is_heading_start(tokens, bounds[k]) for k in run]
-        for group in pack_units(lengths, headings, max_source_tokens):
+        for group in pack_units(lengths, headings, max_source_words):
             first, last = run[group[0]], run[group[-1]]
             source = " ".join(tokens[bounds[first] : bounds[last + 1]])
             if source:
@@ -96,10 +97,10 @@ def article_pairs(text: str, max_source_tokens: int) -> tuple[list[str], list[st
     return sources, targets, len(firsts) if tokens else 0, dropped
 
 
-def _pairs_batch(batch: dict, max_source_tokens: int) -> dict:
+def _pairs_batch(batch: dict, max_source_words: int) -> dict:
     out: dict[str, list] = {"sources": [], "targets": [], "units": [], "dropped_units": []}
     for text in batch["text"]:
-        sources, targets, units, dropped = article_pairs(text or "", max_source_tokens)
+        sources, targets, units, dropped = article_pairs(text or "", max_source_words)
         out["sources"].append(sources)
         out["targets"].append(targets)
         out["units"].append(units)
@@ -235,7 +236,7 @@ class ArticleSelection:
     def key(self, chunking: ChunkConfig) -> str:
         """Cache key: file identities, selection, chunking and corruption spec."""
         files = [(os.path.abspath(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in self.files]
-        payload = [PAIRS_FORMAT, SPEC_VERSION, chunking.max_source_tokens, files, self.hub, self.text_field, self.start, self.stop]
+        payload = [PAIRS_FORMAT, SPEC_VERSION, chunking.max_source_words, files, self.hub, self.text_field, self.start, self.stop]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]
 
     def describe(self) -> list[str]:
@@ -303,7 +304,7 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
         with _quiet_datasets():
             per_article = articles.map(
                 _pairs_batch,
-                fn_kwargs={"max_source_tokens": chunking.max_source_tokens},
+                fn_kwargs={"max_source_words": chunking.max_source_words},
                 batched=True,
                 batch_size=64,
                 num_proc=procs,
@@ -435,12 +436,7 @@ def token_batches(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int)
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     order = order[np.argsort(lengths[order], kind="stable")]
-    batches: list[np.ndarray] = []
-    start = 0
-    for i in range(1, len(order) + 1):
-        if i == len(order) or (i - start + 1) * lengths[order[i]] > batch_tokens:
-            batches.append(order[start:i])
-            start = i
+    batches = [order[r.start : r.stop] for r in budget_batches(lengths[order], batch_tokens)]
     rng.shuffle(batches)
     return batches
 

@@ -242,7 +242,7 @@ def _from_records(path: str, records: Iterable[dict], limit: int | None, config:
         doc = record.get("doc", record.get("id", f"record{lineno}"))
         if isinstance(record.get("text"), str) and "target" not in record:
             kind = "articles"
-            sources, targets, _, _ = article_pairs(record["text"], config.max_source_tokens)
+            sources, targets, _, _ = article_pairs(record["text"], config.max_source_words)
             items = [(s, t, doc, i) for i, (s, t) in enumerate(zip(sources, targets))]
         elif not isinstance(record.get("source"), str):
             raise RestoreError(f"{path}:{lineno}: expected a string field 'source' (pairs, sources) or 'text' (articles)")
@@ -470,7 +470,7 @@ def build_report(args, system: System, data: EvalData, outputs: Sequence[str], s
             "path": data.path, "kind": data.kind, "items": len(data), "unit": _unit(data),
             "documents": len(set(data.docs)) if data.kind == "sources" else scores.get("documents"),
             "source_tokens": source_tokens,
-            "chunking": None if data.kind == "pairs" else {"max_source_tokens": system.chunking.max_source_tokens},
+            "chunking": None if data.kind == "pairs" else {"max_source_words": system.chunking.max_source_words},
             "corruption_spec": SPEC_VERSION,
         },
         "scores": {k: v for k, v in scores.items() if k != "buckets"},

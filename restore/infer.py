@@ -17,7 +17,7 @@ How a document is restored:
 Each chunk may generate at most ``ceil(4 * source ids) + 16`` tokens (capped by
 the model's positions), so a degenerate model cannot loop forever.
 
->>> chunks, joiners = document_chunks("a b . c d .\\n# # e f . g", ChunkConfig(max_source_tokens=5))
+>>> chunks, joiners = document_chunks("a b . c d .\\n# # e f . g", ChunkConfig(max_source_words=5))
 >>> chunks, joiners
 (['a b .', 'c d .', '# # e f .', 'g'], ['', ' ', '\\n\\n', ' '])
 >>> assemble(["A b.", "C d.", "## E\\n\\nF.", "G"], joiners)
@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from restore.backends import BACKENDS, BackendFactory, Generator
+from restore.batching import budget_batches
 from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
 from restore.device import available_cpus
 from restore.errors import RestoreError
@@ -67,7 +68,7 @@ def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list
 
     Every line is chunked on its own; blank lines are skipped.
 
-    >>> document_chunks("# # life born 1879 . father farmer .\\n\\nsecond doc", ChunkConfig(max_source_tokens=6))
+    >>> document_chunks("# # life born 1879 . father farmer .\\n\\nsecond doc", ChunkConfig(max_source_words=6))
     (['# # life born 1879 .', 'father farmer .', 'second doc'], ['', ' ', '\\n\\n'])
     >>> document_chunks("  \\n", ChunkConfig())
     ([], [])
@@ -130,27 +131,6 @@ def new_tokens_limit(source_ids: int, cap: int) -> int:
     (56, 511)
     """
     return min(math.ceil(NEW_TOKENS_PER_SOURCE * source_ids) + NEW_TOKENS_EXTRA, cap)
-
-
-def batch_by_budget(costs: Sequence[tuple[int, int]], budget: int) -> list[list[int]]:
-    """Group items, given ``(source_len, new_len)`` each and sorted longest first, into batches.
-
-    A batch costs ``rows * (longest source + longest new)`` padded tokens and stays
-    within ``budget``; an item over budget on its own gets a batch of its own.
-
-    >>> batch_by_budget([(10, 20), (8, 20), (5, 10), (4, 10), (2, 4)], budget=60)
-    [[0, 1], [2, 3, 4]]
-    """
-    batches: list[list[int]] = []
-    width = 0
-    for i, (source, new) in enumerate(costs):
-        if batches and (len(batches[-1]) + 1) * max(width, source + new) <= budget:
-            batches[-1].append(i)
-            width = max(width, source + new)
-        else:
-            batches.append([i])
-            width = source + new
-    return batches
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -361,9 +341,9 @@ class Restorer:
             for i, limit in zip(order, limits)
         ]  # fmt: skip
         # Every beam holds its own copy of the encoder states (cross-attention) and of the decoder cache.
-        costs = [(num_beams * len(inputs[i]), num_beams * new) for i, new in zip(order, expected)]
+        widths = [num_beams * (len(inputs[i]) + new) for i, new in zip(order, expected)]
         results: list[list[list[int]]] = [[] for _ in inputs]
-        for batch in batch_by_budget(costs, self.batch_tokens):
+        for batch in budget_batches(widths, self.batch_tokens):
             rows = [order[b] for b in batch]
             outputs = self._generate_splitting([inputs[i] for i in rows], [limits[b] for b in batch], num_beams, num_return_sequences)
             for i, limit, per_input in zip(rows, (limits[b] for b in batch), outputs):

@@ -39,6 +39,8 @@ import yaml
 from tqdm import tqdm
 
 from restore import __version__
+from restore.attention import configure_attention
+from restore.batching import budget_batches
 from restore.checkpoint import RESTORE_JSON, write_restore_json
 from restore.config import ExperimentConfig, config_differences, config_to_dict, dump_config, load_config, load_config_dict
 from restore.data import (
@@ -130,6 +132,7 @@ def _train(config: ExperimentConfig, resume: bool) -> Path:
 
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no")
     log = _Log(accelerator.is_main_process)
+    log(f"attention: {configure_attention(accelerator.device)}")
     train_pairs, dev_pairs = _prepare_data(config, selections, accelerator, log)
     tokenizer = _prepare_artifacts(config, out, train_pairs, resume, accelerator, log)
 
@@ -380,13 +383,7 @@ class Trainer:
     def _eval_batches(self, indices: np.ndarray, budget: int | None = None) -> list[np.ndarray]:
         lengths = np.maximum(self.dev_set.src_lens, self.dev_set.tgt_lens)
         order = indices[np.argsort(lengths[indices], kind="stable")]
-        budget = budget or self.cfg.batch_tokens
-        batches, start = [], 0
-        for i in range(1, len(order) + 1):
-            if i == len(order) or (i - start + 1) * lengths[order[i]] > budget:
-                batches.append(order[start:i])
-                start = i
-        return batches
+        return [order[r.start : r.stop] for r in budget_batches(lengths[order], budget or self.cfg.batch_tokens)]
 
     # --- checkpoints and export ---
     def _save_checkpoint(self) -> None:

@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("shard", type=Path, help="a .jsonl or .jsonl.xz file of articles")
     parser.add_argument("--articles", type=int, default=2000, help="how many articles to prepare")
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1, os.cpu_count() or 1])
-    parser.add_argument("--max-source-tokens", type=int, default=ChunkConfig().max_source_tokens)
+    parser.add_argument("--max-source-words", type=int, default=ChunkConfig().max_source_words)
     args = parser.parse_args(argv)
     if not args.shard.is_file():
         print(f"bench_data: error: {args.shard}: no such file", file=sys.stderr)
         return 1
-    chunking = ChunkConfig(args.max_source_tokens)
+    chunking = ChunkConfig(args.max_source_words)
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "subset.jsonl"
         articles, words = copy_subset(args.shard, args.articles, subset)

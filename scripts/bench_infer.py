@@ -283,10 +283,10 @@ def load_bench_model(args, device: torch.device, dtype: torch.dtype):
 
     if args.random_config is not None:
         model_config, chunking = random_model_config(args.random_config)
-        if args.max_source_tokens:
+        if args.max_source_words:
             from restore.chunking import ChunkConfig
 
-            chunking = ChunkConfig(args.max_source_tokens)
+            chunking = ChunkConfig(args.max_source_words)
         tokenizer = bench_tokenizer(args.tokenizer, args.vocab_size)
         torch.manual_seed(0)
         model = build_model(model_config, len(tokenizer))
@@ -324,7 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--random-config", default=None, help="random weights: 'key=value,...' ModelConfig fields or a YAML config")
     p.add_argument("--tokenizer", type=Path, default=REPO / "runs" / "bench-tokenizer-16k", help="tokenizer dir (random models)")
     p.add_argument("--vocab-size", type=int, default=16000, help="vocabulary when training the bench tokenizer")
-    p.add_argument("--max-source-tokens", type=int, default=None, help="chunk size for random models (default: config's or 48)")
+    p.add_argument("--max-source-words", type=int, default=None, help="chunk size for random models (default: config's or 48)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="articles .jsonl(.xz) with a 'text' field")
     p.add_argument("--chunks", type=int, default=200, help="chunks every variant restores")
     p.add_argument("--warmup-chunks", type=int, default=8, help="chunks (others) each variant runs first, untimed")
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                   model.config.max_position_embeddings)  # fmt: skip
     source_ids = sum(len(ids) for ids in tokenizer(chunks)["input_ids"])
     print(f"model: {description}, {dtype}", file=sys.stderr)
-    print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_tokens={chunking.max_source_tokens}, "
+    print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_words={chunking.max_source_words}, "
           f"{source_ids / len(chunks):.1f} source ids/chunk) of {args.data.name}; "
           f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}", file=sys.stderr)
     best: dict[str, Measurement] = {}

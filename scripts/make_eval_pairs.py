@@ -6,7 +6,7 @@ a fixed seed, and committed. Each line is one pair::
     {"doc": article id, "title": article title, "chunk": i, "source": corrupted chunk, "target": original span}
 
 cut exactly like training pairs (:func:`restore.data.article_pairs`, default chunking
-``max_source_tokens=48``; a sentence longer than that is left out, as in training). Outputs: ``<split>.jsonl.xz`` with all pairs of the split and
+``max_source_words=48``; a sentence longer than that is left out, as in training). Outputs: ``<split>.jsonl.xz`` with all pairs of the split and
 ``<split>-<n>.jsonl.xz`` with ``n`` pairs sampled with ``--seed`` (kept in file order).
 
     python scripts/make_eval_pairs.py --articles /work/shared/data/wiki/test.jsonl.xz \\
@@ -35,7 +35,7 @@ def make_pairs(articles_path: str, config: ChunkConfig) -> tuple[list[dict], int
     pairs = []
     units = dropped = 0
     for record in parse_jsonl(read_data_text(articles_path), articles_path, required="text"):
-        sources, targets, n_units, n_dropped = article_pairs(record["text"], config.max_source_tokens)
+        sources, targets, n_units, n_dropped = article_pairs(record["text"], config.max_source_words)
         units, dropped = units + n_units, dropped + n_dropped
         for i, (source, target) in enumerate(zip(sources, targets)):
             pairs.append({"doc": record.get("id"), "title": record.get("title"), "chunk": i,
@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True, help="name of the output files, e.g. test")
     parser.add_argument("--subset", type=int, default=300, help="size of the sampled subset (0: none)")
     parser.add_argument("--seed", type=int, default=20260517)
-    parser.add_argument("--max-source-tokens", type=int, default=ChunkConfig().max_source_tokens)
+    parser.add_argument("--max-source-words", type=int, default=ChunkConfig().max_source_words)
     parser.add_argument("--out", default="data/eval", help="output directory")
     args = parser.parse_args(argv)
     try:
         out = Path(args.out)
         if not out.is_dir():
             raise RestoreError(f"{out}: output directory does not exist")
-        pairs, units, dropped = make_pairs(args.articles, ChunkConfig(max_source_tokens=args.max_source_tokens))
+        pairs, units, dropped = make_pairs(args.articles, ChunkConfig(max_source_words=args.max_source_words))
         if not pairs:
             raise RestoreError(f"{args.articles}: no pairs (no articles?)")
         print(json.dumps({"articles_file": args.articles, "units": units, "dropped_too_long": dropped}))

@@ -54,5 +54,5 @@ def tiny_model_dir(tmp_path_factory, wiki_texts) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     Lexicon.build(wiki_texts).save(out)
-    write_restore_json(out, ChunkConfig(max_source_tokens=16), training={"note": "random weights (test fixture)"})
+    write_restore_json(out, ChunkConfig(max_source_words=16), training={"note": "random weights (test fixture)"})
     return out

@@ -83,7 +83,7 @@ def varied_inputs(varied_model_dir, wiki_texts) -> list[list[int]]:
     from restore.corrupt import corrupt
 
     tokenizer = AutoTokenizer.from_pretrained(varied_model_dir)
-    chunks = [c for text in wiki_texts[:12] for c in chunk_text(corrupt(text), ChunkConfig(max_source_tokens=16))]
+    chunks = [c for text in wiki_texts[:12] for c in chunk_text(corrupt(text), ChunkConfig(max_source_words=16))]
     return tokenizer(chunks)["input_ids"]
 
 

@@ -73,7 +73,7 @@ def test_paths_in_a_file_resolve_against_the_parent_of_its_folder(tmp_path):
         ({"train": {"schedule": "step"}}, [], "train.schedule must be one of linear, cosine, constant; got 'step'"),
         ({"train": {"save_dtype": "fp16"}}, [], "train.save_dtype must be one of bf16, fp32"),
         ({"model": {"d_model": 30, "attention_heads": 4}}, [], "model.d_model (30) must be divisible by model.attention_heads"),
-        ({"chunking": {"max_source_tokens": 2}}, [], "chunking.max_source_tokens must be an integer >= 4, got 2"),
+        ({"chunking": {"max_source_words": 2}}, [], "chunking.max_source_words must be an integer >= 4, got 2"),
         ({"data": {"train_files": []}}, [], "data.train_files is empty and no data.hub_dataset is set"),
         ({"train": []}, [], "section 'train' must be a mapping"),
         ({}, ["train.lr"], "override 'train.lr': expected section.key=value"),

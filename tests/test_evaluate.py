@@ -166,10 +166,10 @@ def test_load_pairs_articles_and_sources(tmp_path, pairs_file, articles, pair_re
 
     text = tmp_path / "seeds.txt"
     text.write_text(corrupt(articles[0]["text"]) + "\n\n" + corrupt(articles[1]["text"]), encoding="utf-8")
-    sources = load_eval_data(text, config=ChunkConfig(max_source_tokens=16))
+    sources = load_eval_data(text, config=ChunkConfig(max_source_words=16))
     assert sources.kind == "sources" and sources.targets is None
     # each line is one document, cut into chunks like inference cuts it
-    expected = [c for a in articles[:2] for c in chunk_text(corrupt(a["text"]), ChunkConfig(max_source_tokens=16))]
+    expected = [c for a in articles[:2] for c in chunk_text(corrupt(a["text"]), ChunkConfig(max_source_words=16))]
     assert sources.sources == expected and sources.docs[0] == "line1" and sources.docs[-1] == "line3"
 
 
@@ -298,7 +298,7 @@ def test_cli_with_tiny_model(tmp_path, capsys, pair_records, tiny_model_dir, one
     assert code == 0, err
     payload = json.loads(report.read_text(encoding="utf-8"))
     assert payload["system"] == f"model:{tiny_model_dir.name}" and payload["timings"]["device"].startswith("cpu")
-    assert payload["model"]["restore_json"]["chunking"]["max_source_tokens"] == 16
+    assert payload["model"]["restore_json"]["chunking"]["max_source_words"] == 16
     assert payload["data"]["items"] == 3 and 0.0 <= payload["scores"]["bleu"]["score"] <= 100.0
     assert 0.0 <= payload["scores"]["faithfulness"]["roundtrip_exact"] <= 100.0
     assert payload["timings"]["restorer_stats"]["chunks"] >= 3

@@ -294,7 +294,7 @@ def test_stats_merge_share_and_summary():
 def model_chunks(wiki_texts) -> list[str]:
     from restore.chunking import ChunkConfig, chunk_text
 
-    return [c for text in wiki_texts[:2] for c in chunk_text(corrupt(text), ChunkConfig(max_source_tokens=16))][:4]
+    return [c for text in wiki_texts[:2] for c in chunk_text(corrupt(text), ChunkConfig(max_source_words=16))][:4]
 
 
 def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monkeypatch):

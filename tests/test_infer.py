@@ -77,7 +77,7 @@ def sources(wiki_texts) -> list[str]:
 
 def echo_restorer(tokenizer, generator=None, max_tokens: int = 16, **kw) -> Restorer:
     # Echoed sources are not faithful restorations: these tests check chunking and batching only.
-    return Restorer(tokenizer, generator or EchoGenerator(), ChunkConfig(max_source_tokens=max_tokens), **{"faithful": False, **kw})
+    return Restorer(tokenizer, generator or EchoGenerator(), ChunkConfig(max_source_words=max_tokens), **{"faithful": False, **kw})
 
 
 def joined_like_inference(document: str, config: ChunkConfig) -> str:
@@ -94,7 +94,7 @@ def test_one_chunk_document(tokenizer):
 
 
 def test_many_chunks_keep_order(tokenizer, sources):
-    config = ChunkConfig(max_source_tokens=16)
+    config = ChunkConfig(max_source_words=16)
     document = sources[0].replace("# #", "").replace("#", "")  # no headings: chunks joined by spaces only
     assert len(chunk_text(document, config)) > 5
     restorer = echo_restorer(tokenizer, batch_tokens=200)
@@ -111,7 +111,7 @@ def test_headings_and_lines_are_chunk_boundaries(tokenizer):
 
 
 def test_restore_many_keeps_document_order_across_windows(tokenizer, sources):
-    config = ChunkConfig(max_source_tokens=16)
+    config = ChunkConfig(max_source_words=16)
     restorer = echo_restorer(tokenizer, batch_tokens=300, window_chunks=7)
     documents = sources + ["", "   ", sources[0]]
     assert list(restorer.restore_many(documents)) == [joined_like_inference(d, config) for d in documents]
@@ -219,7 +219,7 @@ def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_chunks(sources) -> list[str]:
-    return [chunk for text in sources[:2] for chunk in chunk_text(text, ChunkConfig(max_source_tokens=16))]
+    return [chunk for text in sources[:2] for chunk in chunk_text(text, ChunkConfig(max_source_words=16))]
 
 
 def test_batched_equals_one_chunk_at_a_time(varied_model_dir, model_chunks):
@@ -305,7 +305,7 @@ def test_cli_text_files(tmp_path, capsys, tiny_model_dir, echo_backend, sources)
     out = tmp_path / "restored.txt"
     code, stdout, err = run_cli(capsys, *map(str, files), "-o", str(out), "--model", str(tiny_model_dir))
     assert code == 0 and stdout == ""
-    config = ChunkConfig(max_source_tokens=16)
+    config = ChunkConfig(max_source_words=16)
     assert out.read_text(encoding="utf-8") == "\n\n".join(joined_like_inference(t, config) for t in sources[:3]) + "\n"
     assert len(err.splitlines()) == 1 and "3 documents" in err and "tokens/s" in err and "cpu" in err
 
@@ -328,7 +328,7 @@ def test_cli_jsonl_keeps_fields(tmp_path, capsys, tiny_model_dir, echo_backend, 
     write_jsonl(data, sources[:4])
     assert run_cli(capsys, str(data), "-o", str(out), "--model", str(tiny_model_dir))[0] == 0
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    config = ChunkConfig(max_source_tokens=16)
+    config = ChunkConfig(max_source_words=16)
     assert records == [
         {"id": k, "source": s, "extra": [k], "restored": joined_like_inference(s, config)} for k, s in enumerate(sources[:4])
     ]
@@ -442,3 +442,10 @@ def test_cli_cuda_without_a_gpu_is_one_clear_line(capsys, tmp_path, tiny_model_d
     (tmp_path / "in.txt").write_text("leon trotski .\n")
     code, _, err = run_cli(capsys, str(tmp_path / "in.txt"), "--model", str(tiny_model_dir), "--device", "cuda")
     assert code == 1 and len(err.splitlines()) == 1 and "no CUDA GPU" in err
+
+
+def test_generators_describe_their_engine(tiny_model_dir):
+    from restore.backends import load_torch_generator
+
+    generator = load_torch_generator(tiny_model_dir, torch.device("cpu"), torch.float32)
+    assert generator.describe().startswith("torch float32, cpu (")

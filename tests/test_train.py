@@ -77,7 +77,7 @@ def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, dat
     assert model.generate(**batch, max_new_tokens=5).shape[0] == 1
 
     info = read_model_info(out)
-    assert info.chunking.max_source_tokens == load_config(TINY).chunking.max_source_tokens
+    assert info.chunking.max_source_words == load_config(TINY).chunking.max_source_words
     training = info.training
     assert training["completed"] and training["steps"] == 12 and training["tokens_seen"] > 0
     assert training["data"]["train"]["files"] == [str(data["train"])] and training["dev"]["loss"] > 0
