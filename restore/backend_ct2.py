@@ -2,7 +2,8 @@
 
 Optional: needs ``pip install 'restore[ctranslate2]'``. Without the package,
 asking for this backend is one clear :class:`RestoreError`; ``--backend auto``
-then silently uses PyTorch (see :func:`choose_backend`).
+then uses PyTorch (see :func:`restore.backends.choose_backend`, which also picks the
+compute type: int8 only where this CPU computes it accurately, :mod:`restore.cpu`).
 
 How a model directory becomes a CTranslate2 model:
 
@@ -53,9 +54,9 @@ from typing import Any
 
 from restore.errors import RestoreError
 
-# Weights per device: int8 on the CPU (fastest, measured), bf16 on CUDA (never fp16 for our models).
-COMPUTE_TYPES = {"cpu": "int8", "cuda": "bfloat16"}
+# Compute types a user may ask for; the default per device is restore.backends.choose_backend's.
 QUANTIZATIONS = ("int8", "float32", "bfloat16", "int8_float32", "int8_bfloat16")
+COMPUTE_TYPE_CHOICES = ("auto", *QUANTIZATIONS)  # --compute-type
 # Rows per sub-batch: tokens/s is flat from 8 to 64 rows per worker and drops at 128 (measured, int8).
 MAX_ROWS_PER_WORKER = 64
 # Default --batch-tokens with this backend: room for one full sub-batch per worker.
@@ -84,18 +85,6 @@ def ctranslate2_available() -> bool:
     except RestoreError:
         return False
     return True
-
-
-def choose_backend(requested: str, device_type: str, torch_only: bool = False) -> str:
-    """The backend to use: ``auto`` is ``ctranslate2`` on the CPU when installed, else ``torch``
-    (also when a torch-only option such as ``--static-cache`` is asked for).
-
-    >>> choose_backend("torch", "cpu"), choose_backend("auto", "cuda"), choose_backend("auto", "cpu", torch_only=True)
-    ('torch', 'torch', 'torch')
-    """
-    if requested != "auto":
-        return requested
-    return "ctranslate2" if device_type == "cpu" and not torch_only and ctranslate2_available() else "torch"
 
 
 # --- conversion (cached) ---------------------------------------------------------------------------
@@ -239,8 +228,10 @@ class CTranslate2Generator:
         workers: int | None = None,
         threads_per_worker: int | None = None,
         max_rows_per_worker: int = MAX_ROWS_PER_WORKER,
+        reason: str = "",
     ):
         ctranslate2 = import_ctranslate2()
+        self.reason = reason  # why this engine and compute type were chosen (for the summary line)
         self.vocabulary = read_vocabulary(ct2_dir)
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
         if len(self.index) != len(self.vocabulary):
@@ -266,9 +257,11 @@ class CTranslate2Generator:
     def describe(self) -> str:
         """The engine as the summary line shows it, e.g. ``ctranslate2 int8, cpu, 2 workers x 1 thread``."""
         if self.device != "cpu":
-            return f"ctranslate2 {self.compute_type}, {self.device}"
-        threads = self.threads_per_worker
-        return f"ctranslate2 {self.compute_type}, cpu, {self.workers} workers x {threads} thread{'s' if threads != 1 else ''}"
+            text = f"ctranslate2 {self.compute_type}, {self.device}"
+        else:
+            threads = self.threads_per_worker
+            text = f"ctranslate2 {self.compute_type}, cpu, {self.workers} workers x {threads} thread{'s' if threads != 1 else ''}"
+        return f"{text} ({self.reason})" if self.reason else text
 
     @property
     def batch_tokens(self) -> int:
@@ -328,8 +321,9 @@ def load_ctranslate2_generator(
     """The CTranslate2 backend for a model directory: convert (cached) and load.
 
     ``device``: a ``torch.device`` or ``"cpu"``/``"cuda"``; ``compute_type``: weights
-    (default :data:`COMPUTE_TYPES` for the device); ``dtype`` is ignored (the torch
-    backend's). ``options`` go to :class:`CTranslate2Generator` (``workers``, ...).
+    (default: :func:`restore.backends.default_compute_type` for the device and CPU); ``dtype``
+    is ignored (the torch backend's). ``options`` go to :class:`CTranslate2Generator`
+    (``workers``, ``reason``, ...).
     """
     from transformers import AutoConfig
 
@@ -339,7 +333,11 @@ def load_ctranslate2_generator(
     device_type = getattr(device, "type", str(device)).split(":")[0]
     if device_type == "cuda" and ctranslate2.get_cuda_device_count() == 0:
         raise RestoreError("this ctranslate2 build cannot use CUDA; use --backend torch on the GPU")
-    compute_type = compute_type or COMPUTE_TYPES.get(device_type, "int8")
+    if not compute_type:
+        from restore.backends import default_compute_type
+
+        compute_type, why = default_compute_type(device_type)
+        options.setdefault("reason", why)
     ct2_dir = converted_model_dir(model_dir, compute_type)
     config = AutoConfig.from_pretrained(model_dir)
     never = tuple(i for i in (config.pad_token_id, config.bos_token_id) if i is not None)

@@ -21,6 +21,7 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -28,6 +29,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
 from restore.attention import configure_attention, round_up
+from restore.errors import RestoreError
 
 # Shapes are rounded up to these multiples with a static cache, so that the compiled
 # decode step is reused across batches instead of recompiled for every new shape.
@@ -42,6 +44,10 @@ class Generator(Protocol):
     def generate(
         self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1
     ) -> list[list[int]]: ...
+
+    def describe(self) -> str:
+        """The engine, its precision and threads, and why it was chosen (for the summary line)."""
+        ...
 
 
 def pad_batch(batch: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,11 +129,14 @@ class TorchGenerator:
     (2, True)
     """
 
-    def __init__(self, model: PreTrainedModel, device: torch.device, dtype: torch.dtype, *, static_cache: bool = False):
+    def __init__(
+        self, model: PreTrainedModel, device: torch.device, dtype: torch.dtype, *, static_cache: bool = False, reason: str = ""
+    ):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device = device
         self.dtype = dtype
         self.attention = configure_attention(device)
+        self.reason = reason  # why this engine was chosen (for the summary line)
         self.static_cache = static_cache
         config = model.config
         self.pad_id = config.pad_token_id
@@ -171,7 +180,8 @@ class TorchGenerator:
         from restore.device import describe
 
         precision = str(self.dtype).removeprefix("torch.")
-        return f"torch {precision}, {describe(self.device)}" + (", static cache" if self.static_cache else "")
+        text = f"torch {precision}, {describe(self.device)}" + (", static cache" if self.static_cache else "")
+        return f"{text} ({self.reason})" if self.reason else text
 
     def _bucketed(self, batch: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], int, int]:
         """Round rows, source length and new tokens up (extra rows repeat the last input and are dropped)."""
@@ -188,7 +198,7 @@ BackendFactory = Callable[..., Generator]
 
 
 def load_torch_generator(model_dir: str | Path, device: torch.device, dtype: torch.dtype, **options) -> TorchGenerator:
-    """The PyTorch backend for a model directory (``options``: ``static_cache``)."""
+    """The PyTorch backend for a model directory (``options``: ``static_cache``, ``reason``)."""
     from restore.model import load_pretrained
 
     return TorchGenerator(load_pretrained(model_dir, dtype=dtype), device, dtype, **options)
@@ -202,5 +212,69 @@ def load_ctranslate2_generator(model_dir: str | Path, device: torch.device, dtyp
 
 
 # Backends by name: ``factory(model_dir, device, dtype, **options) -> Generator``.
-# ``auto`` (see :func:`restore.backend_ct2.choose_backend`): ctranslate2 on the CPU when installed, else torch.
+# ``auto`` (see :func:`choose_backend`): ctranslate2 on the CPU when installed, else torch.
 BACKENDS: dict[str, BackendFactory] = {"torch": load_torch_generator, "ctranslate2": load_ctranslate2_generator}
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The engine to run, the options it gets (e.g. ``compute_type``) and why it was chosen."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def default_compute_type(device_type: str) -> tuple[str, str]:
+    """CTranslate2's compute type for a device, and why: bf16 on CUDA; on the CPU int8 only where this
+    CPU computes it accurately (VNNI, :mod:`restore.cpu`), else float32 (measured: int8 without VNNI
+    changes 20% of greedy outputs of a test model; float32 equals PyTorch's exactly).
+
+    >>> default_compute_type("cuda")
+    ('bfloat16', 'bf16 on CUDA')
+    """
+    if device_type == "cuda":
+        return "bfloat16", "bf16 on CUDA"
+    from restore.cpu import int8_support
+
+    support = int8_support()
+    if support.accurate:
+        return "int8", f"int8: {support.reason}"
+    return "float32", f"float32, not int8: {support.reason}"
+
+
+def choose_backend(requested: str, device_type: str, *, torch_only: bool = False, compute_type: str = "auto") -> BackendChoice:
+    """The engine for ``--backend`` (and ``--compute-type``) on a device, with the reason.
+
+    ``auto``: CTranslate2 on the CPU when it is installed (the fastest CPU path), in int8 where
+    this CPU computes int8 accurately, else float32; PyTorch on CUDA, without the package, or
+    when a torch-only option such as ``--static-cache`` is asked for.
+
+    >>> choose_backend("torch", "cpu").name, choose_backend("auto", "cuda").reason
+    ('torch', 'auto: PyTorch on CUDA')
+    >>> choose_backend("auto", "cpu", torch_only=True).reason
+    'auto: --static-cache is a PyTorch option'
+    """
+    from restore.backend_ct2 import COMPUTE_TYPE_CHOICES, ctranslate2_available
+
+    if requested not in BACKEND_CHOICES:
+        raise RestoreError(f"unknown backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}")
+    if compute_type not in COMPUTE_TYPE_CHOICES:
+        raise RestoreError(f"unknown compute type {compute_type!r}: choose one of {', '.join(COMPUTE_TYPE_CHOICES)}")
+    if requested == "auto":
+        if device_type != "cpu":
+            return BackendChoice("torch", reason="auto: PyTorch on CUDA")
+        if torch_only:
+            return BackendChoice("torch", reason="auto: --static-cache is a PyTorch option")
+        if not ctranslate2_available():
+            return BackendChoice("torch", reason="auto: ctranslate2 is not installed")
+        requested = "ctranslate2"
+    if requested == "torch":
+        if compute_type != "auto":
+            raise RestoreError("--compute-type is an option of the ctranslate2 backend (PyTorch runs fp32 on the CPU, bf16 on CUDA)")
+        return BackendChoice("torch", reason="--backend torch")
+    if compute_type != "auto":
+        return BackendChoice("ctranslate2", {"compute_type": compute_type}, f"--compute-type {compute_type}")
+    chosen, why = default_compute_type(device_type)
+    return BackendChoice("ctranslate2", {"compute_type": chosen}, why)

@@ -11,6 +11,7 @@ import sys
 
 from restore import __version__
 from restore.errors import RestoreError
+from restore.backend_ct2 import COMPUTE_TYPE_CHOICES  # a light module (ctranslate2 is imported on use)
 
 
 # --- corrupt ---------------------------------------------------------------------------------
@@ -61,7 +62,9 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
-                   help="auto: CTranslate2 int8 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
+                   help="auto: CTranslate2 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
+    p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
+                   help="CTranslate2 weights; auto: int8 where this CPU computes it accurately (VNNI), else float32; bf16 on CUDA")
     p.set_defaults(handler=_cmd_infer)
 
 
@@ -82,6 +85,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-faithful", action="store_true", help="score the model without verify-and-repair (model only)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
                    help="generation backend (model only), as for restore infer")
+    p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
+                   help="CTranslate2 weights (model only), as for restore infer")
     p.add_argument("--lexicon", default=None, help="directory with lexicon.json.gz for --baseline dictionary (default: the model's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (model only)")

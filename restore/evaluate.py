@@ -442,7 +442,7 @@ def load_system(args) -> System:
     restorer = Restorer.from_pretrained(
         info.path, device=args.device, batch_tokens=getattr(args, "batch_tokens", None),
         num_beams=getattr(args, "num_beams", 1) or 1, faithful=not getattr(args, "no_faithful", False),
-        backend=getattr(args, "backend", "torch"),
+        backend=getattr(args, "backend", "torch"), compute_type=getattr(args, "compute_type", "auto"),
     )  # fmt: skip
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
     device = restorer.device

@@ -220,14 +220,14 @@ class Restorer:
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
 
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
-        ``compute_type`` for ctranslate2), except the Restorer's own keywords (``window_chunks``,
+        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backends.choose_backend`), except the Restorer's own keywords (``window_chunks``,
         ``fixed_new_tokens``, ``progress``). ``backend="auto"``: ctranslate2 on the CPU when it is
-        installed (the fastest CPU path), else torch. Without ``batch_tokens``, a backend's own
+        installed (the fastest CPU path; int8 only where the CPU computes it accurately), else torch. Without ``batch_tokens``, a backend's own
         ``batch_tokens`` (if it has one) is the budget.
         """
         from transformers import AutoConfig
 
-        from restore.backend_ct2 import choose_backend
+        from restore.backends import choose_backend
         from restore.checkpoint import read_model_info
         from restore.device import dtype_for, resolve_device
 
@@ -235,7 +235,10 @@ class Restorer:
         info = read_model_info(path)
         own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress", "faithful") if k in options}
         if isinstance(backend, str):
-            backend = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")))
+            compute_type = options.pop("compute_type", None) or "auto"
+            choice = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type)
+            backend = choice.name
+            options = {**options, **choice.options, "reason": choice.reason}
         factory = _backend_factory(backend)
         if resolved.type == "cpu":
             use_all_cores()
@@ -450,6 +453,7 @@ def run_infer_cli(args) -> None:
         batch_tokens=args.batch_tokens,
         num_beams=args.num_beams,
         backend=getattr(args, "backend", "torch"),
+        compute_type=getattr(args, "compute_type", "auto"),
         static_cache=getattr(args, "static_cache", False),
         faithful=getattr(args, "faithful", True),
     )
@@ -464,13 +468,11 @@ def run_infer_cli(args) -> None:
 
 def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float) -> str:
     """The one line printed at the end of a run."""
-    from restore.device import describe
-
     s = restorer.stats
     rate = s.generated_tokens / restore_seconds if restore_seconds > 0 else 0.0
     oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
     return (
-        f"restore infer: {describe(restorer.device)}: {s.documents} documents, {s.chunks} chunks, "
+        f"restore infer: {restorer.generator.describe()}: {s.documents} documents, {s.chunks} chunks, "
         f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
         f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
     )

@@ -42,12 +42,18 @@ class EchoGenerator:
         self.batches.append(([len(ids) for ids in batch], max_new_tokens))
         return [ids[:-1][:max_new_tokens] for ids in batch for _ in range(num_return_sequences)]
 
+    def describe(self):
+        return "echo (test stub), cpu"
+
 
 class LoopingGenerator:
     """A degenerate model: always generates as many tokens as it may."""
 
     def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **_):
         return [[7] * max_new_tokens for _ in batch for _ in range(num_return_sequences)]
+
+    def describe(self):
+        return "looping (test stub)"
 
 
 class OutOfMemoryGenerator(EchoGenerator):
@@ -377,7 +383,7 @@ def test_cli_with_a_real_model(tmp_path, capsys, varied_model_dir, sources):
     code, _, err = run_cli(capsys, str(data), "-o", str(out), "--model", str(varied_model_dir), "--device", "cpu")
     assert code == 0, err
     assert [set(json.loads(line)) for line in out.read_text().splitlines()] == [{"id", "source", "extra", "restored"}] * 3
-    assert err.count("\n") == 1 and err.startswith("restore infer: cpu")
+    assert err.count("\n") == 1 and err.startswith("restore infer: torch float32, cpu (") and "(--backend torch)" in err
 
 
 def test_cli_empty_input_gives_empty_output(tmp_path, capsys, tiny_model_dir):

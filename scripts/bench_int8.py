@@ -1,0 +1,215 @@
+"""How close is CTranslate2 int8 to fp32, per CPU instruction set? (issue 13: choosing ``--backend auto``)
+
+For every instruction-set setting (:data:`SETTINGS`: the CPU as it is, and limits set with
+``ONEDNN_MAX_CPU_ISA`` / ``MKL_ENABLE_INSTRUCTIONS`` / ``CT2_FORCE_CPU_ISA``, each in a fresh
+process, since the libraries read them once) and every model, this compares each CTranslate2
+compute type with PyTorch fp32 greedy decoding on the same chunks:
+
+- ``dlogp``: mean |log p(torch) - log p(ct2)| per token, teacher-forced on torch's outputs;
+- ``same``: share of chunk outputs identical to torch fp32's;
+- ``BLEU``: document BLEU on the fixed ``test-300`` pairs (trained model only; no repair);
+- ``tok/s``: generated tokens per second of that engine on those chunks.
+
+Models: ``varied``/``calmer`` (tiny random BARTs with large weights, as in
+``tests/test_backend_ct2.py``: their decisions hang on small logit gaps), ``random-small``
+(random weights shaped like ``configs/small.yaml``) and ``trained-tiny`` (``configs/tiny.yaml``
+trained for ``--train-steps``; the closest to a real model until one is shipped).
+
+    python scripts/bench_int8.py --workdir /tmp/bench-int8 --out /tmp/bench-int8/results.json
+
+It also prints what :func:`restore.cpu.int8_support` concludes in each setting, so the rule
+can be checked against the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMPUTE_TYPES = ("float32", "int8_float32", "int8")
+# name -> environment limits (each run in its own process: the libraries read these once).
+SETTINGS = {
+    "native": {},
+    "oneDNN<=AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "oneDNN<=AVX512_CORE (no VNNI)": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "CT2<=AVX2": {"CT2_FORCE_CPU_ISA": "AVX2"},
+    "all<=AVX2": {"CT2_FORCE_CPU_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "MKL": {"CT2_USE_MKL": "1"},
+    "MKL<=AVX2": {"CT2_USE_MKL": "1", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+MODELS = ("varied", "calmer", "random-small", "trained-tiny")
+
+
+# --- building the models (parent process) ------------------------------------------------------------
+def build_models(workdir: Path, train_steps: int) -> None:
+    import torch
+
+    from restore.checkpoint import write_restore_json
+    from restore.chunking import ChunkConfig
+    from restore.corrupt import corrupt
+    from restore.model import ModelConfig, build_model, load_pretrained
+    from restore.baselines import read_article_texts
+    from restore.tokenizer import train_tokenizer
+
+    texts = read_article_texts(REPO.parent / "shared" / "data" / "wiki" / "dev.jsonl.xz", limit=60)
+    tokenizer = None
+    shapes = {
+        "varied": (ModelConfig(d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64, dropout=0.0), 0.3, 5.0),
+        "calmer": (ModelConfig(d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64, dropout=0.0), 0.15, 3.0),
+        "random-small": (ModelConfig(d_model=256, encoder_layers=9, decoder_layers=3, attention_heads=4, ffn_dim=1024, dropout=0.0), None, 0.0),
+    }
+    for name, (config, std, eos_bias) in shapes.items():
+        out = workdir / name
+        if (out / "restore.json").is_file():
+            continue
+        if tokenizer is None:
+            tokenizer = train_tokenizer(texts + [corrupt(t) for t in texts], vocab_size=4000)
+        torch.manual_seed(0)
+        model = build_model(config, vocab_size=len(tokenizer))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            if std is not None:
+                for parameter in model.parameters():
+                    if parameter.dim() >= 2:
+                        parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+            model.final_logits_bias[0, model.config.eos_token_id] = eos_bias
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_restore_json(out, ChunkConfig(), training={"note": f"random weights (std {std or 'default init'})"})
+        load_pretrained(out)  # check it loads
+    trained = workdir / "trained-tiny"
+    if not (trained / "restore.json").is_file():
+        subprocess.run(
+            [sys.executable, "-m", "restore", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+             f"train.output_dir={trained}", f"train.max_steps={train_steps}", f"data.cache_dir={workdir / 'cache'}",
+             f"data.train_files=[{REPO.parent / 'shared' / 'data' / 'wiki' / 'train-00.jsonl.xz'}]", "data.max_train_articles=400", "data.dev_holdout=8", "train.log_every=100"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+# --- measuring (one worker process per setting) ------------------------------------------------------
+def measure_setting(workdir: Path, chunks: int) -> dict:
+    import torch
+
+    from restore.backend_ct2 import load_ctranslate2_generator
+    from restore.backends import load_torch_generator
+    from restore.cpu import int8_support
+    from restore.evaluate import load_eval_data, score_outputs
+    from restore.infer import Restorer
+    from restore.model import load_pretrained
+
+    torch.set_num_threads(1)
+    support = int8_support()
+    data = load_eval_data("test-300")
+    results = []
+    for name in MODELS:
+        path = workdir / name
+        reference = Restorer.from_pretrained(path, device="cpu", backend="torch", faithful=False)
+        inputs = reference.encode(data.sources[:chunks])
+        limits = [reference.new_tokens_for(len(ids)) for ids in inputs]
+        expected = reference.generate_ids(inputs, 1)
+        expected = [per_input[0] for per_input in expected]
+        model = load_pretrained(path).eval()
+        eos = model.config.eos_token_id
+        torch_logp = []
+        with torch.no_grad():
+            for source, target in zip(inputs, expected):
+                labels = target + [eos]
+                logits = model(input_ids=torch.tensor([source]), labels=torch.tensor([labels])).logits
+                torch_logp.append(logits.log_softmax(-1)[0, torch.arange(len(labels)), labels])
+        bleu_reference = None
+        if name == "trained-tiny":
+            bleu_reference = score_outputs(data, list(reference.restore_many(data.sources)))["bleu"]["score"]
+        for compute_type in COMPUTE_TYPES:
+            generator = load_ctranslate2_generator(path, torch.device("cpu"), compute_type=compute_type)
+            vocab = generator.vocabulary
+            scored = generator.translator.score_batch(
+                [[vocab[i] for i in ids] for ids in inputs], [[vocab[i] for i in ids] for ids in expected]
+            )
+            dlogp = torch.cat([(ref - torch.tensor(s.log_probs)).abs() for ref, s in zip(torch_logp, scored)])
+            started = time.perf_counter()
+            got = generator.generate(inputs, max(limits))
+            seconds = time.perf_counter() - started
+            got = [ids[:limit] for ids, limit in zip(got, limits)]
+            row = {
+                "model": name, "compute_type": compute_type,
+                "dlogp_mean": round(float(dlogp.mean()), 4), "dlogp_max": round(float(dlogp.max()), 4),
+                "same": round(sum(a == b for a, b in zip(got, expected)) / len(expected), 4),
+                "tokens_per_s": round(sum(map(len, got)) / seconds, 1), "chunks": len(inputs),
+            }  # fmt: skip
+            if bleu_reference is not None:
+                restorer = Restorer.from_pretrained(
+                    path, device="cpu", backend=load_ctranslate2_generator, compute_type=compute_type, faithful=False
+                )
+                row["bleu"] = round(score_outputs(data, list(restorer.restore_many(data.sources)))["bleu"]["score"], 2)
+                row["bleu_torch_fp32"] = round(bleu_reference, 2)
+            results.append(row)
+    return {"int8_support": support.as_dict(), "rows": results}
+
+
+def print_table(report: dict, out=sys.stdout) -> None:
+    print(f"CPU: {report['cpu']}; ctranslate2 {report['ctranslate2']}, torch {report['torch']}", file=out)
+    header = f"{'setting':<30} {'model':<13} {'compute':<13} {'dlogp':>7} {'max':>7} {'same':>7} {'BLEU':>6} {'fp32':>6} {'tok/s':>8}"
+    for setting, result in report["settings"].items():
+        s = result["int8_support"]
+        print(f"\n{setting}: int8_support -> {'int8' if s['accurate'] else 'float32'} ({s['reason']})", file=out)
+        print(header, file=out)
+        for r in result["rows"]:
+            bleu = f"{r['bleu']:>6.2f} {r['bleu_torch_fp32']:>6.2f}" if "bleu" in r else f"{'':>6} {'':>6}"
+            print(
+                f"{setting:<30} {r['model']:<13} {r['compute_type']:<13} {r['dlogp_mean']:>7.4f} {r['dlogp_max']:>7.3f} "
+                f"{r['same']:>7.1%} {bleu} {r['tokens_per_s']:>8.0f}",
+                file=out,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="/tmp/restore-bench-int8", help="models and caches (reused by later runs)")
+    p.add_argument("--chunks", type=int, default=200, help="test-300 chunks compared per model")
+    p.add_argument("--train-steps", type=int, default=400, help="steps of the trained-tiny model")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names from SETTINGS")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir)
+    if args.worker:
+        print(json.dumps(measure_setting(workdir, args.chunks)))
+        return 0
+    import ctranslate2
+    import torch
+
+    from restore.cpu import cpu_description
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    build_models(workdir, args.train_steps)
+    report = {"cpu": cpu_description(), "ctranslate2": ctranslate2.__version__, "torch": torch.__version__, "settings": {}}
+    for setting in args.settings.split(","):
+        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "CT2_FORCE_CPU_ISA", "CT2_USE_MKL")}
+        env.update(SETTINGS[setting])
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", setting, "--workdir", str(workdir), "--chunks", str(args.chunks)],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        report["settings"][setting] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{setting}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print_table(report)
+    if args.out:
+        from restore.textio import write_text_atomic
+
+        write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
