@@ -36,6 +36,7 @@ from typing import Iterable, Iterator
 from restore.chunking import HEADING_MARK, is_heading_start, unit_starts
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE, Lexicon
+from restore.textio import read_article_texts
 
 BASELINES = ("identity", "dictionary")
 
@@ -145,19 +146,6 @@ def make_baseline(name: str, lexicon_dir: str | Path | None = None):
 
 
 # --- building a lexicon from training articles (run once, cache outside the repo) ---------------
-def read_article_texts(path: str | Path, limit: int | None = None) -> list[str]:
-    """The ``text`` fields of an articles file (``.jsonl`` or ``.jsonl.xz``), the first ``limit`` only."""
-    from restore.evaluate import read_data_text
-    from restore.textio import parse_jsonl
-
-    texts = []
-    for record in parse_jsonl(read_data_text(path), str(path), required="text"):
-        if limit is not None and len(texts) >= limit:
-            break
-        texts.append(record["text"])
-    return texts
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m restore.baselines",

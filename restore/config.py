@@ -35,7 +35,6 @@ import yaml
 
 from restore.chunking import ChunkConfig
 from restore.errors import RestoreError
-from restore.model import ModelConfig
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAVE_DTYPES = ("bf16", "fp32")
@@ -68,6 +67,30 @@ class DataConfig:
                 f"data.dev_holdout ({self.dev_holdout}) must be smaller than data.max_train_articles ({self.max_train_articles})"
             )
         _check_min(self, "data", ("max_train_articles", 1), ("max_dev_articles", 1), ("dev_holdout", 0), ("num_proc", 0))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size of a from-scratch model, or ``init_from`` an existing seq2seq checkpoint directory."""
+
+    d_model: int = 256
+    encoder_layers: int = 6
+    decoder_layers: int = 4
+    attention_heads: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    max_position_embeddings: int = 512
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.attention_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.attention_heads ({self.attention_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ True
 from __future__ import annotations
 
 import json
-import lzma
 import os
 import time
 from collections import Counter
@@ -49,7 +48,7 @@ from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
 from restore.faithful import content_tokens  # the one definition of "content" (punctuation excluded)
-from restore.textio import atomic_output
+from restore.textio import atomic_output, read_data_text
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
@@ -181,25 +180,6 @@ def resolve_data_path(name: str | os.PathLike) -> Path:
             return candidate
     known = sorted(p.name.split(".")[0] for p in EVAL_DIR.glob("*.jsonl*")) if EVAL_DIR.is_dir() else []
     raise RestoreError(f"{name}: no such file or eval split (splits in data/eval: {', '.join(known) or 'none'})")
-
-
-def read_data_text(path: str | os.PathLike) -> str:
-    """The text of a data file; ``.xz`` files are decompressed. Problems raise RestoreError."""
-    from restore.textio import read_text
-
-    p = Path(path)
-    if not p.name.endswith(".xz"):
-        return read_text(p)
-    if not p.is_file():
-        raise RestoreError(f"{p}: {'is a directory' if p.is_dir() else 'no such file'}")
-    try:
-        data = lzma.decompress(p.read_bytes())
-    except (lzma.LZMAError, OSError) as e:
-        raise RestoreError(f"{p}: cannot decompress ({e})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RestoreError(f"{p}: not valid UTF-8 after decompression (byte {e.start})") from None
 
 
 def load_eval_data(name: str | os.PathLike, limit: int | None = None, config: ChunkConfig = ChunkConfig()) -> EvalData:

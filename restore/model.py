@@ -15,38 +15,14 @@ Why BART (``BartForConditionalGeneration``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, PreTrainedModel
 
+from restore.config import ModelConfig
 from restore.errors import RestoreError
 from restore.tokenizer import SPECIAL_IDS
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Size of a from-scratch model, or ``init_from`` an existing seq2seq checkpoint directory."""
-
-    d_model: int = 256
-    encoder_layers: int = 6
-    decoder_layers: int = 4
-    attention_heads: int = 4
-    ffn_dim: int = 1024
-    dropout: float = 0.1
-    max_position_embeddings: int = 512
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.attention_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.attention_heads ({self.attention_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 def build_model(config: ModelConfig, vocab_size: int) -> PreTrainedModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import lzma
 import os
 import sys
 import tempfile
@@ -44,6 +45,33 @@ def read_text(path: str | os.PathLike | None) -> str:
     except OSError as e:
         raise RestoreError(f"{p}: cannot read ({e.strerror})") from None
     return _check_text(data, str(p))
+
+
+def read_data_text(path: str | os.PathLike) -> str:
+    """The text of a data file; ``.xz`` files are decompressed. Problems raise RestoreError."""
+    p = Path(path)
+    if not p.name.endswith(".xz"):
+        return read_text(p)
+    if not p.is_file():
+        raise RestoreError(f"{p}: {'is a directory' if p.is_dir() else 'no such file'}")
+    try:
+        data = lzma.decompress(p.read_bytes())
+    except (lzma.LZMAError, OSError) as e:
+        raise RestoreError(f"{p}: cannot decompress ({e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RestoreError(f"{p}: not valid UTF-8 after decompression (byte {e.start})") from None
+
+
+def read_article_texts(path: str | os.PathLike, limit: int | None = None) -> list[str]:
+    """The ``text`` fields of an articles file (``.jsonl`` or ``.jsonl.xz``), the first ``limit`` only."""
+    texts = []
+    for record in parse_jsonl(read_data_text(path), str(path), required="text"):
+        if limit is not None and len(texts) >= limit:
+            break
+        texts.append(record["text"])
+    return texts
 
 
 def is_jsonl(path: str | os.PathLike | None) -> bool:

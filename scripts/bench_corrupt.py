@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from restore.baselines import read_article_texts
+from restore.textio import read_article_texts
 from restore.corrupt import corrupt, normalize_token
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wiki" / "train-00.jsonl.xz"

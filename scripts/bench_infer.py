@@ -47,7 +47,7 @@ from typing import Callable
 
 import torch
 
-from restore.baselines import read_article_texts
+from restore.textio import read_article_texts
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wiki"

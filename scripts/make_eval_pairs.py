@@ -26,7 +26,7 @@ from pathlib import Path
 from restore.chunking import ChunkConfig
 from restore.errors import RestoreError
 from restore.data import article_pairs
-from restore.evaluate import read_data_text
+from restore.textio import read_data_text
 from restore.textio import atomic_output, dump_jsonl_line, parse_jsonl
 
 

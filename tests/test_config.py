@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,12 @@ def test_config_differences_names_changed_keys():
     b = load_config_dict(DATA, ["train.seed=1", "train.stop_after_steps=5"])
     assert config_differences(a, b) == ["train.seed", "train.stop_after_steps"]
     assert config_differences(a, b, ignore={"train.stop_after_steps"}) == ["train.seed"]
+
+
+@pytest.mark.parametrize("module", ["restore.config", "restore.cli"])
+def test_config_and_cli_import_nothing_heavy(module):
+    # A bad config or a missing input must be reported in about a second, before torch and
+    # transformers (several seconds to import) are loaded.
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
