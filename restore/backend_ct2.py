@@ -50,7 +50,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from restore.errors import RestoreError
 
@@ -211,7 +211,8 @@ class CTranslate2Generator:
     """Generate with a CTranslate2 model (a :class:`~restore.backends.Generator`).
 
     Ids go in and come out (the model's vocabulary maps them to CTranslate2's
-    tokens and back); conventions as in :mod:`restore.backends`.
+    tokens and back); conventions as in :mod:`restore.backends`. ``eos_id`` and
+    ``never_ids`` (ids never generated) come from the model's config.
 
     ``workers`` batches run at once on ``threads_per_worker`` cores each
     (defaults: one worker per available core, one core each, on the CPU).
@@ -223,8 +224,8 @@ class CTranslate2Generator:
         *,
         device: str = "cpu",
         compute_type: str = "int8",
-        eos_id: int = 3,
-        never_ids: tuple[int, ...] = (0, 2),
+        eos_id: int,
+        never_ids: Sequence[int],
         workers: int | None = None,
         threads_per_worker: int | None = None,
         max_rows_per_worker: int = MAX_ROWS_PER_WORKER,
@@ -339,6 +340,10 @@ def load_ctranslate2_generator(
         compute_type, why = default_compute_type(device_type)
         options.setdefault("reason", why)
     ct2_dir = converted_model_dir(model_dir, compute_type)
+    from restore.backends import never_generated_ids
+
     config = AutoConfig.from_pretrained(model_dir)
-    never = tuple(i for i in (config.pad_token_id, config.bos_token_id) if i is not None)
-    return CTranslate2Generator(ct2_dir, device=device_type, compute_type=compute_type, eos_id=config.eos_token_id, never_ids=never, **options)
+    return CTranslate2Generator(
+        ct2_dir, device=device_type, compute_type=compute_type, eos_id=config.eos_token_id,
+        never_ids=never_generated_ids(config), **options,
+    )  # fmt: skip

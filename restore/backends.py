@@ -15,8 +15,10 @@ Conventions every backend follows:
   first). Each holds only what the model generated: no decoder start token, cut
   before the first ``</s>``, no padding;
 - at most ``max_new_tokens`` ids per output, greedy when ``num_beams == 1``;
-- optionally a keyword ``min_new_tokens`` (fixed-length benchmarks only: the
-  Restorer passes it only when asked for fixed output lengths).
+- ``batch_tokens``: the token budget per call the engine is tuned for (the
+  Restorer's default budget);
+- optionally a keyword ``min_new_tokens`` (fixed-length benchmarks only; the
+  Restorer never passes it).
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ from restore.errors import RestoreError
 STATIC_ROWS_MULTIPLE = 8
 STATIC_SOURCE_MULTIPLE = 32
 STATIC_NEW_TOKENS_MULTIPLE = 64
+# Token budget per batch of the torch backend: rows x beams x (longest source + longest expected output).
+DEFAULT_BATCH_TOKENS = {"cuda": 32768, "cpu": 16384}
 
 
 class Generator(Protocol):
     """Anything that generates outputs for a batch of encoder inputs (see the module docstring)."""
+
+    batch_tokens: int  # the engine's default token budget per generate call
 
     def generate(
         self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1
@@ -79,6 +85,16 @@ def strip_generated(sequences: torch.Tensor, eos_id: int, max_new_tokens: int) -
     return [row[:end] for row, end in zip(body.tolist(), ends.tolist())]
 
 
+def never_generated_ids(config) -> list[int]:
+    """Special ids a restoration never contains: ``<pad>`` and ``<s>`` of a model config (every backend).
+
+    >>> from types import SimpleNamespace
+    >>> never_generated_ids(SimpleNamespace(pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    [0, 2]
+    """
+    return sorted({config.pad_token_id, config.bos_token_id} - {config.eos_token_id, None})
+
+
 def restore_generation_config(config) -> GenerationConfig:
     """Generation settings for restoration from a model config: only its special tokens are kept.
 
@@ -86,7 +102,7 @@ def restore_generation_config(config) -> GenerationConfig:
     CTranslate2), no ``no_repeat_ngram_size`` or beam defaults of the checkpoint; ``<pad>``
     and ``<s>`` are never generated.
     """
-    never = sorted({config.pad_token_id, config.bos_token_id} - {config.eos_token_id, None})
+    never = never_generated_ids(config)
     return GenerationConfig(
         decoder_start_token_id=config.decoder_start_token_id,
         bos_token_id=config.bos_token_id,
@@ -135,6 +151,7 @@ class TorchGenerator:
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device = device
         self.dtype = dtype
+        self.batch_tokens = DEFAULT_BATCH_TOKENS.get(device.type, DEFAULT_BATCH_TOKENS["cpu"])
         self.attention = configure_attention(device)
         self.reason = reason  # why this engine was chosen (for the summary line)
         self.static_cache = static_cache

@@ -18,16 +18,13 @@ Both have the interface of :class:`restore.infer.Restorer` that evaluation uses:
 
 A lexicon for the dictionary baseline is built once from training articles and cached::
 
-    python -m restore.baselines --articles /work/shared/data/wiki/train-00.jsonl.xz \\
-        --limit 2000 --out /work/cache/lexicon-train00-2000
+    restore lexicon --articles ../shared/data/wiki/train-00.jsonl.xz --limit 2000 --out cache/lexicon-train00-2000
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -127,7 +124,7 @@ def load_lexicon(directory: str | Path) -> Lexicon:
     """The lexicon in ``directory`` (a model directory or a cache made by :func:`main`)."""
     path = Path(directory)
     if not path.is_dir():
-        raise RestoreError(f"{path}: lexicon directory does not exist (build one: python -m restore.baselines --help)")
+        raise RestoreError(f"{path}: lexicon directory does not exist (build one: restore lexicon --help)")
     return Lexicon.load(path)
 
 
@@ -139,41 +136,29 @@ def make_baseline(name: str, lexicon_dir: str | Path | None = None):
         if lexicon_dir is None:
             raise RestoreError(
                 "the dictionary baseline needs a lexicon: pass --lexicon DIR (a model directory or one built with "
-                "`python -m restore.baselines --articles TRAIN.jsonl.xz --out DIR`)"
+                "`restore lexicon --articles TRAIN.jsonl.xz --out DIR`)"
             )
         return DictionaryRestorer(load_lexicon(lexicon_dir))
     raise RestoreError(f"unknown baseline {name!r}: choose one of {', '.join(BASELINES)}")
 
 
 # --- building a lexicon from training articles (run once, cache outside the repo) ---------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m restore.baselines",
-        description="Build the dictionary baseline's lexicon from training articles and save it as DIR/"
-        + LEXICON_FILE,
-    )
-    parser.add_argument("--articles", required=True, help="articles file (.jsonl or .jsonl.xz with a 'text' field)")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N articles only")
-    parser.add_argument("--out", required=True, help="output directory (created)")
-    args = parser.parse_args(argv)
-    try:
-        start = time.perf_counter()
-        texts = read_article_texts(args.articles, args.limit)
-        lexicon = Lexicon.build(_progress(texts))
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        lexicon.save(out)
-        words = sum(len(t.split()) for t in texts)
-        seconds = time.perf_counter() - start
-        info = {"articles": args.articles, "limit": args.limit, "n_articles": len(texts), "words": words,
-                "entries": len(lexicon.forms), "seconds": round(seconds, 1)}
-        (out / "lexicon-info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    except RestoreError as e:
-        print(f"restore.baselines: error: {e}", file=sys.stderr)
-        return 1
-    print(f"lexicon: {len(lexicon.forms)} stems from {len(texts)} articles ({words} words) in {seconds:.0f} s "
-          f"({words / max(seconds, 1e-9):.0f} words/s, cpu) -> {out / LEXICON_FILE}", file=sys.stderr)
-    return 0
+def build_lexicon(articles: str | Path, out: str | Path, limit: int | None = None) -> str:
+    """Build the dictionary baseline's lexicon from an articles file into ``out`` (created);
+    returns the summary line (``restore lexicon``)."""
+    start = time.perf_counter()
+    texts = read_article_texts(articles, limit)
+    lexicon = Lexicon.build(_progress(texts))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lexicon.save(out)
+    words = sum(len(t.split()) for t in texts)
+    seconds = time.perf_counter() - start
+    info = {"articles": str(articles), "limit": limit, "n_articles": len(texts), "words": words,
+            "entries": len(lexicon.forms), "seconds": round(seconds, 1)}  # fmt: skip
+    (out / "lexicon-info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return (f"lexicon: {len(lexicon.forms)} stems from {len(texts)} articles ({words} words) in {seconds:.0f} s "
+            f"({words / max(seconds, 1e-9):.0f} words/s, cpu) -> {out / LEXICON_FILE}")  # fmt: skip
 
 
 def _progress(texts: list[str]) -> Iterator[str]:
@@ -181,6 +166,3 @@ def _progress(texts: list[str]) -> Iterator[str]:
 
     return iter(tqdm(texts, desc="lexicon", unit="article"))
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,6 +25,10 @@ TERMINATORS = frozenset({".", "?", "!"})
 # (the tokenizer splits `."` into `. ''` and `.)` into `. )`).
 CLOSERS = frozenset({"''", "'", ")", "]", "}", "”", "’", "»"})
 HEADING_MARK = "#"
+# Restored chunks are joined with a space, except before a heading, which opens a new paragraph
+# (as in the training targets): see :func:`chunk_joiner`.
+CHUNK_JOINER = " "
+HEADING_JOINER = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,12 @@ def starts_with_heading(chunk: str) -> bool:
     (True, False)
     """
     return chunk.startswith(HEADING_MARK + " " + HEADING_MARK)
+
+
+def chunk_joiner(chunk: str) -> str:
+    """What goes before the restoration of ``chunk`` when it follows another chunk of its line.
+
+    >>> chunk_joiner("# # career join armi ."), chunk_joiner("father farmer .")
+    ('\\n\\n', ' ')
+    """
+    return HEADING_JOINER if starts_with_heading(chunk) else CHUNK_JOINER

@@ -1,17 +1,21 @@
-"""Command line: ``python -m restore {corrupt,train,infer,eval} ...`` (thin: parse, call, report).
+"""Turn destroyed English text (lowercased, tokenized, stopwords dropped, stemmed) back into readable prose.
 
-Every error a user can cause is a :class:`RestoreError`, printed as one line on
-stderr with exit status 1; usage errors exit with 2 (argparse).
+The command line (``restore {corrupt,train,infer,eval,lexicon} ...``) is thin: it parses,
+checks what it can before anything heavy is imported, sets up threads and logging, calls the
+library and reports. Every error a user can cause is a :class:`RestoreError`, printed as one
+line on stderr with exit status 1; usage errors (unknown flags, wrong types) exit with 2 and
+the subcommand's usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from restore import __version__
-from restore.errors import RestoreError
 from restore.backend_ct2 import COMPUTE_TYPE_CHOICES  # a light module (ctranslate2 is imported on use)
+from restore.errors import RestoreError
 
 
 # --- corrupt ---------------------------------------------------------------------------------
@@ -43,9 +47,52 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from restore.config import load_config
+
+    load_config(args.config, args.overrides)  # a bad config is reported before torch is imported
     from restore.train import run_train_cli
 
     run_train_cli(args)
+
+
+# --- infer and eval: the model options they share --------------------------------------------
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model directory (default: $RESTORE_MODEL, else the model shipped in models/)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
+                   help="auto: CTranslate2 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
+    p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
+                   help="CTranslate2 weights; auto: int8 where this CPU computes it accurately (VNNI), else float32; bf16 on CUDA")
+    p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (default: the backend's)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam size (1 = greedy)")
+    p.add_argument("--no-faithful", dest="faithful", action="store_false",
+                   help="skip the check that each restored chunk corrupts back to its source (and its beam re-decode and repair)")
+
+
+def _check_model_options(args: argparse.Namespace) -> None:
+    from restore.infer import check_positive
+
+    if args.batch_tokens is not None:
+        check_positive("--batch-tokens", args.batch_tokens)
+    check_positive("--num-beams", args.num_beams)
+
+
+def prepare_model_run() -> None:
+    """Threads and logging for a command that runs a model (called once its inputs are checked).
+
+    PyTorch gets :func:`restore.device.default_cpu_threads` threads unless the user set a
+    thread count; transformers shows no "Loading weights" bars or notices (a run shows its
+    own progress and one summary line).
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from restore.device import default_cpu_threads
+
+    if not any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+        torch.set_num_threads(default_cpu_threads())
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 # --- infer -----------------------------------------------------------------------------------
@@ -53,64 +100,73 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="restore corrupted documents with a trained model")
     p.add_argument("inputs", nargs="*", default=["-"], help="text or .jsonl files (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    p.add_argument("--model", default=None, help="model directory (default: the model shipped in models/)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch")
-    p.add_argument("--num-beams", type=int, default=1, help="beam size (1 = greedy)")
-    p.add_argument("--no-faithful", dest="faithful", action="store_false",
-                   help="skip the check that each restored chunk corrupts back to its source (and its beam re-decode and repair)")
+    _add_model_options(p)
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
-                   help="auto: CTranslate2 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
-    p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
-                   help="CTranslate2 weights; auto: int8 where this CPU computes it accurately (VNNI), else float32; bf16 on CUDA")
     p.set_defaults(handler=_cmd_infer)
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:
     from restore.infer import run_infer_cli
 
+    _check_model_options(args)
     run_infer_cli(args)
 
 
 # --- eval ------------------------------------------------------------------------------------
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score restorations: sacreBLEU BLEU/chrF and round-trip faithfulness")
-    p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--data", required=True, help=".jsonl of {source,target} pairs, an articles file, or a text file of sources")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
     p.add_argument("--report", default=None, help="write a JSON report (and a PNG plot beside it)")
     p.add_argument("--baseline", default=None, choices=("identity", "dictionary"), help="score a baseline instead of a model")
-    p.add_argument("--no-faithful", action="store_true", help="score the model without verify-and-repair (model only)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
-                   help="generation backend (model only), as for restore infer")
-    p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
-                   help="CTranslate2 weights (model only), as for restore infer")
     p.add_argument("--lexicon", default=None, help="directory with lexicon.json.gz for --baseline dictionary (default: the model's)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (model only)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam size (model only; 1 = greedy)")
+    _add_model_options(p)
     p.set_defaults(handler=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from restore.evaluate import run_eval_cli
 
+    _check_model_options(args)
     run_eval_cli(args)
+
+
+# --- lexicon ---------------------------------------------------------------------------------
+def _add_lexicon(sub: argparse._SubParsersAction) -> None:
+    from restore.lexicon import LEXICON_FILE
+
+    p = sub.add_parser(
+        "lexicon",
+        help="build the dictionary baseline's lexicon from training articles",
+        description=f"Build the dictionary baseline's lexicon from training articles and save it as DIR/{LEXICON_FILE}.",
+    )
+    p.add_argument("--articles", required=True, help="articles file (.jsonl or .jsonl.xz with a 'text' field)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N articles only")
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.set_defaults(handler=_cmd_lexicon)
+
+
+def _cmd_lexicon(args: argparse.Namespace) -> None:
+    from restore.baselines import build_lexicon
+
+    print(build_lexicon(args.articles, args.out, args.limit), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restore", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"restore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{corrupt,train,infer,eval}")
-    for add in (_add_corrupt, _add_train, _add_infer, _add_eval):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{corrupt,train,infer,eval,lexicon}")
+    for add in (_add_corrupt, _add_train, _add_infer, _add_eval, _add_lexicon):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the subcommand's usage, not the top-level one
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.handler(args)
     except RestoreError as e:
@@ -122,3 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 141
     return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]

@@ -1,14 +1,21 @@
-"""The one device/dtype resolver: cuda -> bf16, cpu -> fp32 (never fp16)."""
+"""The one device/dtype resolver: cuda -> bf16, cpu -> fp32 (never fp16); CPU cores and threads.
+
+torch is imported where it is used, so that commands report bad input before loading it.
+"""
 
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from restore.errors import RestoreError
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# PyTorch CPU threads by default (see default_cpu_threads): one, which does not collapse on a busy machine.
+MAX_DEFAULT_THREADS = 1
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -17,6 +24,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -31,14 +40,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 def dtype_for(device: torch.device) -> torch.dtype:
     """bf16 on CUDA (fast, no loss scaling), fp32 on the CPU.
 
+    >>> import torch
     >>> dtype_for(torch.device("cpu"))
     torch.float32
     """
+    import torch
+
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def describe(device: torch.device) -> str:
     """A short human-readable name of the device, for summaries and reports."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
@@ -50,3 +64,13 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def default_cpu_threads() -> int:
+    """PyTorch's intra-op threads when the user set none: MAX_DEFAULT_THREADS at most.
+
+    Decoding our small models runs many tiny matrix products per step; split across all cores
+    they wait on each other, and on a machine shared with other jobs a descheduled thread stalls
+    the rest (measured with ``scripts/bench_threads.py``: see the README, Performance).
+    """
+    return max(1, min(available_cpus(), MAX_DEFAULT_THREADS))

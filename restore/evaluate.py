@@ -23,8 +23,6 @@ What is scored
   micro-averaged content-token F1 over multisets of stems, punctuation excluded
   (:func:`content_f1`). A perfect restoration scores 100% on both.
 
-The metric functions here are pure so that other modules (faithfulness repair) can reuse them.
-
 >>> src = corrupt("Trotsky was born in Kherson province.")
 >>> src
 'trotski born kherson provinc .'
@@ -40,27 +38,25 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 
-from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
+from restore.chunking import ChunkConfig, chunk_joiner, chunk_text
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
-from restore.faithful import content_tokens  # the one definition of "content" (punctuation excluded)
+from restore.faithful import check, content_tokens  # the one definition of "content" (punctuation excluded)
 from restore.textio import atomic_output, read_data_text
+
+if TYPE_CHECKING:
+    from restore.infer import InferStats
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
 
 # --- faithfulness metrics (pure) -----------------------------------------------------------------
-def roundtrip_exact(output: str, source: str) -> bool:
-    """True if corrupting ``output`` gives back ``source`` exactly (whitespace-normalized).
-
-    >>> roundtrip_exact("He was born.", "born ."), roundtrip_exact("He was born", "born .")
-    (True, False)
-    """
-    return corrupt(output) == " ".join(source.split())
+# The exact round trip is the faithfulness check itself (one definition, in restore.faithful).
+roundtrip_exact = check
 
 
 def content_counts(output: str, source: str) -> tuple[int, int, int]:
@@ -265,7 +261,7 @@ def group_documents(data: EvalData, outputs: Sequence[str]) -> tuple[list[str], 
             and previous[0] == doc and previous[1] is not None and chunk == previous[1] + 1
         )
         if continues:
-            glue = "\n\n" if starts_with_heading(source) else " "
+            glue = chunk_joiner(source)
             hyps[-1] += glue + output
             refs[-1] += glue + target
         else:
@@ -378,73 +374,85 @@ def format_summary(scores: dict, n_items: int, unit: str, documents: int | None 
     return lines
 
 
-def _stats_dict(stats) -> dict | None:
-    """A restorer's stats object (e.g. ``restore.infer.InferStats``) as JSON-ready numbers."""
+def _stats_dict(stats: InferStats | None) -> dict | None:
+    """A model's run counts (``restore.infer.InferStats``) as JSON-ready numbers."""
     if stats is None:
         return None
-    out = asdict(stats) if is_dataclass(stats) else {k: v for k, v in vars(stats).items() if not k.startswith("_")}
-    if hasattr(stats, "tokens_per_second"):
-        out["generated_tokens_per_s"] = stats.tokens_per_second
-    return out
+    return {**asdict(stats), "generated_tokens_per_s": stats.tokens_per_second}
+
+
+class DocumentRestorer(Protocol):
+    """What evaluation runs: a model's :class:`restore.infer.Restorer` or a baseline
+    (:mod:`restore.baselines`); restored documents come back in input order."""
+
+    def restore_many(self, documents: Iterable[str]) -> Iterator[str]: ...
 
 
 @dataclass
 class System:
     """What is evaluated: a model's Restorer or a baseline, and what the report says about it."""
 
-    restorer: object  # anything with restore_many(iterable[str]) -> iterator[str]
+    restorer: DocumentRestorer
     name: str
     chunking: ChunkConfig  # how articles and plain sources are cut for it
     device: str = "cpu"
     model: dict | None = None
+    stats: InferStats | None = None  # a model's generation and faithfulness counts (baselines: None)
+    faithful: bool = False  # whether outputs were verified and repaired (restore.faithful)
 
 
-def load_system(args) -> System:
-    """The baseline named by ``--baseline``, or the model in ``--model`` (default: the shipped one)."""
+def load_system(
+    *,
+    model: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    lexicon: str | os.PathLike | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    compute_type: str = "auto",
+    batch_tokens: int | None = None,
+    num_beams: int = 1,
+    faithful: bool = True,
+) -> System:
+    """The ``baseline`` (``identity`` or ``dictionary``, whose lexicon is ``lexicon``, else the
+    model's), or else the ``model`` directory (default: the shipped one) restoring with the
+    given generation settings (as for ``restore infer``; ``compute_type``: CTranslate2's weights)."""
     from restore.checkpoint import RESTORE_JSON, default_model_dir, read_model_info
 
-    if args.baseline:
+    if baseline:
         from restore.baselines import make_baseline
 
-        lexicon_dir = getattr(args, "lexicon", None) or args.model
-        if args.baseline == "dictionary" and lexicon_dir is None:
+        lexicon_dir = lexicon or model
+        if baseline == "dictionary" and lexicon_dir is None:
             try:  # the shipped model's lexicon, if there is one
                 lexicon_dir = default_model_dir()
             except RestoreError:
                 pass  # make_baseline says how to get a lexicon
-        restorer = make_baseline(args.baseline, lexicon_dir)
-        model = {"lexicon": str(lexicon_dir)} if lexicon_dir else None
-        return System(restorer, f"baseline:{args.baseline}", ChunkConfig(), "cpu", model)
-    info = read_model_info(args.model or default_model_dir())
+        restorer = make_baseline(baseline, lexicon_dir)
+        return System(restorer, f"baseline:{baseline}", ChunkConfig(), "cpu", {"lexicon": str(lexicon_dir)} if lexicon_dir else None)
+    info = read_model_info(model or default_model_dir())
     from restore.device import describe
     from restore.infer import Restorer
 
     restorer = Restorer.from_pretrained(
-        info.path, device=args.device, batch_tokens=getattr(args, "batch_tokens", None),
-        num_beams=getattr(args, "num_beams", 1) or 1, faithful=not getattr(args, "no_faithful", False),
-        backend=getattr(args, "backend", "torch"), compute_type=getattr(args, "compute_type", "auto"),
+        info.path, device=device, batch_tokens=batch_tokens, num_beams=num_beams, faithful=faithful, backend=backend,
+        compute_type=compute_type,
     )  # fmt: skip
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
-    device = restorer.device
-    return System(restorer, f"model:{info.path.name}", info.chunking,
-                  describe(device) if not isinstance(device, str) else device,
-                  {"path": str(info.path), "restore_json": restore_json})
+    return System(restorer, f"model:{info.path.name}", info.chunking, describe(restorer.device),
+                  {"path": str(info.path), "restore_json": restore_json}, restorer.stats, restorer.faithful)  # fmt: skip
 
 
-def build_report(args, system: System, data: EvalData, outputs: Sequence[str], scores: dict,
-                 lines: list[str], seconds: float) -> dict:
-    """The JSON report: settings, model, data, scores with signatures, buckets, timings."""
+def build_report(
+    system: System, data: EvalData, outputs: Sequence[str], scores: dict, lines: list[str], seconds: float, *, settings: dict
+) -> dict:
+    """The JSON report: ``settings`` (what was asked for), model, data, scores with signatures, buckets, timings."""
     from restore import __version__
 
     source_tokens = sum(len(s.split()) for s in data.sources)
     return {
         "restore_version": __version__,
         "system": system.name,
-        "settings": {
-            "model": args.model, "baseline": args.baseline, "lexicon": getattr(args, "lexicon", None),
-            "data": str(args.data), "limit": args.limit, "device": args.device,
-            "num_beams": getattr(args, "num_beams", None), "batch_tokens": getattr(args, "batch_tokens", None),
-        },
+        "settings": settings,
         "model": system.model,
         "data": {
             "path": data.path, "kind": data.kind, "items": len(data), "unit": _unit(data),
@@ -462,7 +470,7 @@ def build_report(args, system: System, data: EvalData, outputs: Sequence[str], s
             "items_per_s": len(outputs) / max(seconds, 1e-9),
             "source_tokens_per_s": source_tokens / max(seconds, 1e-9),
             "output_words_per_s": sum(len(o.split()) for o in outputs) / max(seconds, 1e-9),
-            "restorer_stats": _stats_dict(getattr(system.restorer, "stats", None)),
+            "restorer_stats": _stats_dict(system.stats),
         },
     }
 
@@ -496,23 +504,37 @@ def run_eval_cli(args) -> None:
         _check_output_path(args.report)
     if args.limit is not None and args.limit < 1:
         raise RestoreError(f"--limit must be at least 1, got {args.limit}")
-    resolve_data_path(args.data)  # a missing file is reported before a model is loaded
-    system = load_system(args)
+    data_path = resolve_data_path(args.data)  # a missing file or model is reported before a model is loaded
+    if not data_path.is_file():
+        raise RestoreError(f"{data_path}: {'is a directory, expected a data file' if data_path.is_dir() else 'no such file'}")
+    if not args.baseline:
+        from restore.checkpoint import default_model_dir, read_model_info
+        from restore.cli import prepare_model_run
+
+        read_model_info(args.model or default_model_dir())
+        prepare_model_run()
+    system = load_system(
+        model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
+        compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, faithful=args.faithful,
+    )  # fmt: skip
     data = load_eval_data(args.data, args.limit, system.chunking)
     outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
     scores = score_outputs(data, outputs)
     lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
-    faithful_stats = getattr(getattr(system.restorer, "stats", None), "faithful", None)
-    if getattr(system.restorer, "faithful", False) and faithful_stats is not None:
+    if system.faithful and system.stats is not None:
         # Before repair: the share that failed greedy decoding; after: the faithfulness line above.
-        lines.append(faithful_stats.summary())
+        lines.append(system.stats.faithful.summary())
     print("\n".join(lines))
     rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)
     print(f"eval: {system.name} on {len(data)} {_unit(data)} of {data.path} in {seconds:.1f} s "
           f"({len(data) / max(seconds, 1e-9):.1f} {_unit(data)}/s, {rate:.0f} source tokens/s, {system.device})",
           file=sys.stderr)  # fmt: skip
     if args.report:
-        report = build_report(args, system, data, outputs, scores, lines, seconds)
+        settings = {
+            "model": args.model, "baseline": args.baseline, "lexicon": args.lexicon, "data": str(args.data),
+            "limit": args.limit, "device": args.device, "num_beams": args.num_beams, "batch_tokens": args.batch_tokens,
+        }  # fmt: skip
+        report = build_report(system, data, outputs, scores, lines, seconds, settings=settings)
         paths = write_report(args.report, report, data, outputs)
         print(f"eval: wrote {', '.join(map(str, paths))}", file=sys.stderr)
 

@@ -33,6 +33,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
+from restore.chunking import CLOSERS, TERMINATORS
 from restore.corrupt import STOPWORDS, corrupt_tokens, normalize_token, sentence_spans, tokenize_words
 from restore.lexicon import Lexicon
 
@@ -45,8 +46,7 @@ _NT_HOSTS = frozenset(
 )
 # Tokens the next token is written against ("(born" "\"We" "$5").
 _ATTACH_RIGHT = frozenset({"(", "[", "{", "<", "``", "“", "‘", "«", "„", "$"})
-_TERMINATORS = frozenset({".", "?", "!"})
-_SENTENCE_END = _TERMINATORS | {"''", "'", ")", "]", "}", "”", "’", "»"}
+_SENTENCE_END = TERMINATORS | CLOSERS  # a sentence end and what may follow it (restore.chunking)
 # A Treebank quote token stands for '"' in text (the tokenizer decides `` or '' from context).
 _QUOTE_SURFACE = {"``": '"', "''": '"'}
 REPAIR_ROUNDS = 3  # aligned edit rounds before rebuilding from the source
@@ -309,7 +309,7 @@ def _split_insertion(run: Sequence[str]) -> int:
     (2, 2, 0)
     """
     for j, token in enumerate(run):
-        if token in _TERMINATORS:
+        if token in TERMINATORS:
             while j + 1 < len(run) and run[j + 1] in _SENTENCE_END:
                 j += 1
             return j + 1
@@ -354,7 +354,7 @@ def _plan(words: list[_Word], source: list[str]) -> _Plan:
 
 
 def _is_stop(token: str) -> bool:
-    return token in _TERMINATORS or (len(token) > 1 and set(token) == {"."})
+    return token in TERMINATORS or (len(token) > 1 and set(token) == {"."})
 
 
 def _fresh_gap(prev: _Item | None, token: str, inherited: Sequence[str]) -> str:
@@ -485,7 +485,7 @@ def _sentence_starts(tokens: Sequence[str], texts: Sequence[str]) -> list[int]:
             if token.lower() not in _CLITICS:  # a stray "n't" is not capitalized
                 starts.append(i)
             expecting = False
-        expecting = expecting or token in _TERMINATORS
+        expecting = expecting or token in TERMINATORS
     return starts
 
 

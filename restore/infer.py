@@ -27,34 +27,30 @@ the model's positions), so a degenerate model cannot loop forever.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-import torch
-
-from restore.backends import BACKENDS, BackendFactory, Generator
 from restore.batching import budget_batches
-from restore.chunking import ChunkConfig, chunk_text, starts_with_heading
-from restore.device import available_cpus
+from restore.chunking import CHUNK_JOINER, ChunkConfig, chunk_text, chunk_joiner
 from restore.errors import RestoreError
 from restore.faithful import FaithfulStats, SurfaceForms, make_faithful
 
+if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
+    import torch
+
+    from restore.backends import BackendFactory, Generator
+
 LINE_JOINER = "\n\n"
-HEADING_JOINER = "\n\n"
-CHUNK_JOINER = " "
 # Generation limit per chunk: NEW_TOKENS_PER_SOURCE * source ids + NEW_TOKENS_EXTRA.
 NEW_TOKENS_PER_SOURCE = 4
 NEW_TOKENS_EXTRA = 16
 # Budgeting estimate of the output length (targets are ~1.5-2x the stemmed source in subwords).
 EXPECTED_NEW_PER_SOURCE = 2
 EXPECTED_NEW_EXTRA = 8
-# Default token budget per batch: rows x beams x (longest source + longest expected output).
-DEFAULT_BATCH_TOKENS = {"cuda": 32768, "cpu": 16384}
 # Chunks gathered from the input before a round of sorting and batching (bounds memory on huge corpora).
 WINDOW_CHUNKS = 4096
 # Faithfulness (restore.faithful): chunks that do not corrupt back are re-decoded with this beam
@@ -82,7 +78,7 @@ def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list
             elif k == 0:
                 joiners.append(LINE_JOINER)
             else:
-                joiners.append(HEADING_JOINER if starts_with_heading(chunk) else CHUNK_JOINER)
+                joiners.append(chunk_joiner(chunk))
             chunks.append(chunk)
     return chunks, joiners
 
@@ -133,8 +129,29 @@ def new_tokens_limit(source_ids: int, cap: int) -> int:
     return min(math.ceil(NEW_TOKENS_PER_SOURCE * source_ids) + NEW_TOKENS_EXTRA, cap)
 
 
+@dataclass(frozen=True)
+class NewTokens:
+    """How many tokens a chunk may generate (:func:`new_tokens_limit`) and how many it is
+    expected to (the output length the batch budget plans for), given its source ids.
+
+    >>> lengths = NewTokens(cap=511)
+    >>> lengths.limit(10), lengths.expected(10), lengths.expected(300)
+    (56, 28, 511)
+    """
+
+    cap: int  # the decoder's positions less its start token
+
+    def limit(self, source_ids: int) -> int:
+        return new_tokens_limit(source_ids, self.cap)
+
+    def expected(self, source_ids: int) -> int:
+        return min(self.limit(source_ids), EXPECTED_NEW_PER_SOURCE * source_ids + EXPECTED_NEW_EXTRA)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """A GPU out-of-memory error (PyTorch's, or a backend's RuntimeError saying so)."""
+    import torch
+
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
@@ -162,11 +179,8 @@ class Restorer:
     """Restores corrupted documents with a model (see the module docstring for how).
 
     Build one with :meth:`from_pretrained`; ``Restorer(tokenizer, generator, chunking)``
-    takes any :class:`~restore.backends.Generator` (tests use stubs).
-
-    Hooks for later stages: :meth:`restore_chunks` is the one place chunks become
-    text (override it to verify and repair); :meth:`chunk_candidates` re-decodes
-    chosen chunks with beams.
+    takes any :class:`~restore.backends.Generator` (tests use stubs). Without
+    ``batch_tokens`` the generator's own budget (``generator.batch_tokens``) is used.
     """
 
     def __init__(
@@ -179,27 +193,28 @@ class Restorer:
         batch_tokens: int | None = None,
         num_beams: int = 1,
         max_positions: int = 512,
-        window_chunks: int | None = None,
-        fixed_new_tokens: int | None = None,
+        window_chunks: int = WINDOW_CHUNKS,
+        faithful_beams: int = FAITHFUL_BEAMS,
+        new_tokens: NewTokens | None = None,
         progress: Callable[[InferStats], None] | None = None,
         faithful: bool = True,
         lexicon=None,
     ):
+        import torch
+
         self.tokenizer = tokenizer
         self.generator = generator
         self.chunking = chunking
         self.device = torch.device(device)
-        self.batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type, DEFAULT_BATCH_TOKENS["cpu"])
-        if self.batch_tokens < 1:
-            raise RestoreError(f"--batch-tokens must be a positive integer, got {batch_tokens}")
-        if num_beams < 1:
-            raise RestoreError(f"--num-beams must be a positive integer, got {num_beams}")
+        self.batch_tokens = generator.batch_tokens if batch_tokens is None else batch_tokens
+        check_positive("--batch-tokens", self.batch_tokens)
+        check_positive("--num-beams", num_beams)
         self.num_beams = num_beams
         self.max_source_ids = max_positions
-        self.max_new_tokens = max_positions - 1  # the decoder start token takes one position
-        self.window_chunks = window_chunks or WINDOW_CHUNKS
-        # Benchmarks only: every chunk generates exactly this many tokens (comparable lengths).
-        self.fixed_new_tokens = min(fixed_new_tokens, self.max_new_tokens) if fixed_new_tokens else None
+        # The decoder start token takes one position.
+        self.new_tokens = new_tokens or NewTokens(cap=max_positions - 1)
+        self.window_chunks = window_chunks
+        self.faithful_beams = faithful_beams
         self.progress = progress
         self.stats = InferStats()
         # Faithfulness: every chunk output must corrupt back to its source (restore.faithful);
@@ -220,28 +235,28 @@ class Restorer:
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
 
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
-        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backends.choose_backend`), except the Restorer's own keywords (``window_chunks``,
-        ``fixed_new_tokens``, ``progress``). ``backend="auto"``: ctranslate2 on the CPU when it is
-        installed (the fastest CPU path; int8 only where the CPU computes it accurately), else torch. Without ``batch_tokens``, a backend's own
-        ``batch_tokens`` (if it has one) is the budget.
+        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backends.choose_backend`),
+        except the Restorer's own keywords (``window_chunks``, ``faithful_beams``, ``new_tokens``,
+        ``progress``, ``faithful``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
+        (the fastest CPU path; int8 only where the CPU computes it accurately), else torch.
+        Threads and logging are the caller's (the command line sets them up).
         """
+        from restore.checkpoint import read_model_info
+
+        info = read_model_info(path)  # a bad model directory is reported before anything heavy loads
         from transformers import AutoConfig
 
         from restore.backends import choose_backend
-        from restore.checkpoint import read_model_info
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
-        info = read_model_info(path)
-        own = {k: options.pop(k) for k in ("window_chunks", "fixed_new_tokens", "progress", "faithful") if k in options}
+        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful") if k in options}
         if isinstance(backend, str):
             compute_type = options.pop("compute_type", None) or "auto"
             choice = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type)
             backend = choice.name
             options = {**options, **choice.options, "reason": choice.reason}
         factory = _backend_factory(backend)
-        if resolved.type == "cpu":
-            use_all_cores()
         tokenizer = _load_tokenizer(info.path)
         try:
             max_positions = AutoConfig.from_pretrained(info.path).max_position_embeddings
@@ -250,8 +265,7 @@ class Restorer:
         generator = factory(info.path, resolved, dtype_for(resolved), **options)
         own["lexicon"] = _load_lexicon(info.path)
         return cls(
-            tokenizer, generator, info.chunking, device=resolved,
-            batch_tokens=batch_tokens or getattr(generator, "batch_tokens", None),
+            tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
             num_beams=num_beams, max_positions=max_positions, **own,
         )  # fmt: skip
 
@@ -284,7 +298,7 @@ class Restorer:
         """Restored text of each chunk, in order (the one place chunks become text).
 
         With ``faithful`` (the default) every output is checked to corrupt back to its chunk;
-        the failing ones are re-decoded together with a beam of :data:`FAITHFUL_BEAMS` and the
+        the failing ones are re-decoded together with a beam of ``faithful_beams`` and the
         first passing hypothesis is taken, else the closest one is repaired (restore.faithful).
         """
         outputs = [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
@@ -293,7 +307,7 @@ class Restorer:
         return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
 
     def _beam_candidates(self, chunks: list[str]) -> list[list[str]]:
-        return self.chunk_candidates(chunks, FAITHFUL_BEAMS, FAITHFUL_BEAMS)
+        return self.chunk_candidates(chunks, self.faithful_beams, self.faithful_beams)
 
     def chunk_candidates(self, chunks: list[str], num_beams: int, num_return_sequences: int) -> list[list[str]]:
         """``num_return_sequences`` restorations of each chunk (best first), e.g. to repair with beams."""
@@ -332,17 +346,11 @@ class Restorer:
         return result
 
     # generation -----------------------------------------------------------------------------------
-    def new_tokens_for(self, source_ids: int) -> int:
-        return self.fixed_new_tokens or new_tokens_limit(source_ids, self.max_new_tokens)
-
     def generate_ids(self, inputs: list[list[int]], num_beams: int, num_return_sequences: int = 1) -> list[list[list[int]]]:
         """Generated ids per input (``num_return_sequences`` each): sorted, batched by budget, back in order."""
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]), reverse=True)
-        limits = [self.new_tokens_for(len(inputs[i])) for i in order]
-        expected = [
-            self.fixed_new_tokens or min(limit, EXPECTED_NEW_PER_SOURCE * len(inputs[i]) + EXPECTED_NEW_EXTRA)
-            for i, limit in zip(order, limits)
-        ]  # fmt: skip
+        limits = [self.new_tokens.limit(len(inputs[i])) for i in order]
+        expected = [self.new_tokens.expected(len(inputs[i])) for i in order]
         # Every beam holds its own copy of the encoder states (cross-attention) and of the decoder cache.
         widths = [num_beams * (len(inputs[i]) + new) for i, new in zip(order, expected)]
         results: list[list[list[int]]] = [[] for _ in inputs]
@@ -365,7 +373,7 @@ class Restorer:
         """Generate one batch; out of GPU memory, split it in half and retry each half."""
         try:
             start = time.perf_counter()
-            flat = self._call_generator(batch, max(limits), num_beams, num_return_sequences)
+            flat = self.generator.generate(batch, max(limits), num_beams, num_return_sequences)
         except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
             if not is_out_of_memory(error):
                 raise
@@ -374,6 +382,8 @@ class Restorer:
                     "out of memory generating a single chunk; use a smaller --num-beams or the CPU (--device cpu)"
                 ) from None
             del error  # drop the traceback's references to the failed batch's tensors before retrying
+            import torch
+
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.stats.oom_splits += 1
@@ -385,15 +395,21 @@ class Restorer:
         n = num_return_sequences
         return [flat[k * n : (k + 1) * n] for k in range(len(batch))]
 
-    def _call_generator(self, batch: list[list[int]], max_new_tokens: int, num_beams: int, num_return_sequences: int):
-        if self.fixed_new_tokens:
-            return self.generator.generate(
-                batch, max_new_tokens, num_beams, num_return_sequences, min_new_tokens=max_new_tokens
-            )
-        return self.generator.generate(batch, max_new_tokens, num_beams, num_return_sequences)
+
+def check_positive(option: str, value: int) -> None:
+    """An option that counts something (a budget, beams) must be at least 1: one clear error.
+
+    >>> check_positive("--num-beams", 0)
+    Traceback (most recent call last):
+    restore.errors.RestoreError: --num-beams must be a positive integer, got 0
+    """
+    if value < 1:
+        raise RestoreError(f"{option} must be a positive integer, got {value}")
 
 
 def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
+    from restore.backends import BACKENDS
+
     if callable(backend):
         return backend
     if backend not in BACKENDS:
@@ -417,12 +433,6 @@ def _load_tokenizer(path: Path):
         raise RestoreError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
 
 
-def use_all_cores() -> None:
-    """Let PyTorch use every available core, unless the user chose a thread count."""
-    if not any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
-        torch.set_num_threads(available_cpus())
-
-
 # --- command line ----------------------------------------------------------------------------------
 def run_infer_cli(args) -> None:
     """``restore infer``: restore text files, stdin or ``.jsonl`` records (``source`` -> ``restored``).
@@ -436,7 +446,8 @@ def run_infer_cli(args) -> None:
 
     Ends with one summary line on stderr.
     """
-    from restore.checkpoint import default_model_dir
+    from restore.checkpoint import default_model_dir, read_model_info
+    from restore.cli import prepare_model_run
     from restore.textio import is_jsonl
 
     started = time.perf_counter()
@@ -446,16 +457,17 @@ def run_infer_cli(args) -> None:
     if any(jsonl) and not all(jsonl):
         raise RestoreError("cannot mix .jsonl and text inputs in one run")
     records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
-    _quiet_transformers()
+    model = read_model_info(args.model or default_model_dir()).path  # checked before torch is imported
+    prepare_model_run()
     restorer = Restorer.from_pretrained(
-        args.model or default_model_dir(),
+        model,
         device=args.device,
         batch_tokens=args.batch_tokens,
         num_beams=args.num_beams,
-        backend=getattr(args, "backend", "torch"),
-        compute_type=getattr(args, "compute_type", "auto"),
-        static_cache=getattr(args, "static_cache", False),
-        faithful=getattr(args, "faithful", True),
+        backend=args.backend,
+        compute_type=args.compute_type,
+        static_cache=args.static_cache,
+        faithful=args.faithful,
     )
     loaded = time.perf_counter()
     with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
@@ -476,14 +488,6 @@ def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float
         f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
         f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
     )
-
-
-def _quiet_transformers() -> None:
-    """No "Loading weights" bars or notices: the run shows its own progress and one summary line."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def _check_inputs(inputs: list[str]) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ from typing import Callable
 
 import torch
 
+from restore.infer import NewTokens
 from restore.textio import read_article_texts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +171,7 @@ def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, 
 
     def run(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
         generator = _cpu_generator(bench, kind)
-        restorer = _restorer(bench, generator, batch_tokens or getattr(generator, "batch_tokens", None))
+        restorer = _restorer(bench, generator, batch_tokens)
         restorer.restore_chunks(chunks)
         return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "batch_tokens": restorer.batch_tokens}
 
@@ -217,14 +219,45 @@ def synchronize(device: torch.device) -> None:
 
 # --- setup -----------------------------------------------------------------------------------------
 def _restorer(bench: Bench, generator, batch_tokens: int | None):
-    """The Restorer the batched variants time, around ``generator`` (generation speed only)."""
+    """The Restorer the batched variants time, around ``generator`` (generation speed only;
+    ``batch_tokens=None``: the generator's own budget)."""
     from restore.infer import Restorer
 
+    new_tokens = None
+    if bench.fixed_new_tokens:
+        new_tokens = FixedNewTokens(cap=bench.max_positions - 1, tokens=min(bench.fixed_new_tokens, bench.max_positions - 1))
+        generator = FixedLengthGenerator(generator, new_tokens.tokens)
     return Restorer(
         bench.tokenizer, generator, bench.chunking, device=bench.device, batch_tokens=batch_tokens,
-        num_beams=bench.num_beams, max_positions=bench.max_positions, fixed_new_tokens=bench.fixed_new_tokens,
+        num_beams=bench.num_beams, max_positions=bench.max_positions, new_tokens=new_tokens,
         faithful=False,  # repair would re-decode: random models fail every check
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FixedNewTokens(NewTokens):
+    """Every chunk may, and is expected to, generate exactly ``tokens`` (the same work in every variant)."""
+
+    tokens: int = 64
+
+    def limit(self, source_ids: int) -> int:
+        return self.tokens
+
+    def expected(self, source_ids: int) -> int:
+        return self.tokens
+
+
+class FixedLengthGenerator:
+    """Wraps a generator so that every output has exactly ``tokens`` ids (``min_new_tokens``)."""
+
+    def __init__(self, generator, tokens: int):
+        self.generator = generator
+        self.tokens = tokens
+        self.batch_tokens = generator.batch_tokens
+
+    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1):
+        return self.generator.generate(batch, self.tokens, num_beams, num_return_sequences, min_new_tokens=self.tokens)
+
 
 
 def bench_chunks(path: Path, chunking, count: int, skip: int = 0) -> list[str]:
@@ -347,16 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from restore.device import describe, dtype_for, resolve_device
+    from restore.device import available_cpus
     from restore.errors import RestoreError
-    from restore.infer import use_all_cores
 
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
         device = resolve_device(args.device)
-        if device.type == "cpu":
-            use_all_cores()
+        if device.type == "cpu" and not any(os.environ.get(n) for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+            torch.set_num_threads(available_cpus())  # every core unless told otherwise (as measured in README)
         dtype = dtype_for(device)
         model, tokenizer, chunking, description = load_bench_model(args, device, dtype)
     except RestoreError as e:

@@ -54,7 +54,7 @@ def build_models(workdir: Path, train_steps: int) -> None:
     from restore.chunking import ChunkConfig
     from restore.corrupt import corrupt
     from restore.model import ModelConfig, build_model, load_pretrained
-    from restore.baselines import read_article_texts
+    from restore.textio import read_article_texts
     from restore.tokenizer import train_tokenizer
 
     texts = read_article_texts(REPO.parent / "shared" / "data" / "wiki" / "dev.jsonl.xz", limit=60)
@@ -112,7 +112,7 @@ def measure_setting(workdir: Path, chunks: int) -> dict:
         path = workdir / name
         reference = Restorer.from_pretrained(path, device="cpu", backend="torch", faithful=False)
         inputs = reference.encode(data.sources[:chunks])
-        limits = [reference.new_tokens_for(len(ids)) for ids in inputs]
+        limits = [reference.new_tokens.limit(len(ids)) for ids in inputs]
         expected = reference.generate_ids(inputs, 1)
         expected = [per_input[0] for per_input in expected]
         model = load_pretrained(path).eval()

@@ -56,3 +56,17 @@ def tiny_model_dir(tmp_path_factory, wiki_texts) -> Path:
     Lexicon.build(wiki_texts).save(out)
     write_restore_json(out, ChunkConfig(max_source_words=16), training={"note": "random weights (test fixture)"})
     return out
+
+
+@pytest.fixture
+def restorer_options(monkeypatch):
+    """``restorer_options(window_chunks=20, ...)``: every Restorer built (e.g. by the command line)
+    in this test takes these constructor options."""
+    from restore.infer import Restorer
+
+    init = Restorer.__init__
+
+    def apply(**options) -> None:
+        monkeypatch.setattr(Restorer, "__init__", lambda self, *args, **kw: init(self, *args, **{**kw, **options}))
+
+    return apply

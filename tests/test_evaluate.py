@@ -264,6 +264,8 @@ def test_cli_dictionary_with_lexicon_dir(capsys, pairs_file, tiny_model_dir):
         (["--baseline", "dictionary", "--lexicon", "no/such/dir", "--data", "PAIRS"], "lexicon directory does not exist"),
         (["--baseline", "identity", "--data", "PAIRS", "--report", "no/such/dir/r.json"], "does not exist"),
         (["--model", "no/such/model", "--data", "PAIRS"], "model directory does not exist"),
+        (["--model", "no/such/model", "--data", "PAIRS", "--num-beams", "0"], "--num-beams must be a positive integer, got 0"),
+        (["--model", "no/such/model", "--data", "PAIRS", "--batch-tokens", "0"], "--batch-tokens must be a positive integer"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, pairs_file, argv, message):
@@ -302,3 +304,20 @@ def test_cli_with_tiny_model(tmp_path, capsys, pair_records, tiny_model_dir, one
     assert payload["data"]["items"] == 3 and 0.0 <= payload["scores"]["bleu"]["score"] <= 100.0
     assert 0.0 <= payload["scores"]["faithfulness"]["roundtrip_exact"] <= 100.0
     assert payload["timings"]["restorer_stats"]["chunks"] >= 3
+
+
+def test_unknown_flag_prints_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--data", "test", "--beams", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: restore eval ") and "unrecognized arguments: --beams 2" in err
+
+
+def test_lexicon_subcommand_builds_what_the_dictionary_baseline_loads(tmp_path, capsys, wiki_texts):
+    articles = write_jsonl(tmp_path / "articles.jsonl", [{"text": t} for t in wiki_texts])
+    out = tmp_path / "lexicon"
+    assert main(["lexicon", "--articles", str(articles), "--limit", "3", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("lexicon: ") and "stems from 3 articles" in err.splitlines()[-1]
+    assert json.loads((out / "lexicon-info.json").read_text(encoding="utf-8"))["n_articles"] == 3
+    assert make_baseline("dictionary", out).lexicon.forms == Lexicon.build(wiki_texts[:3]).forms

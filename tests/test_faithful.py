@@ -298,17 +298,15 @@ def model_chunks(wiki_texts) -> list[str]:
 
 
 def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monkeypatch):
-    from restore import infer
     from restore.infer import Restorer
-
-    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)  # 4 in real runs; the random model is slow at any width
 
     raw = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful=False)
     garbage = raw.restore_chunks(model_chunks)
     assert sum(check(out, src) for out, src in zip(garbage, model_chunks)) < len(model_chunks) // 2
     assert raw.stats.faithful.chunks == 0
 
-    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu")
+    # faithful_beams: 4 in real runs; the random model is slow at any width
+    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful_beams=2)
     assert restorer.faithful and restorer.surface_forms.lexicon is not None  # the model dir's lexicon
     calls = []
     candidates = restorer.chunk_candidates
@@ -331,21 +329,18 @@ def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monke
 
 
 def test_restored_documents_round_trip(tiny_model_dir, monkeypatch):
-    from restore import infer
     from restore.infer import Restorer
 
-    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)
-    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu")
+    restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful_beams=2)
     source = "# # earli life trotski born 1879 kherson . father , david , farmer . `` revolut '' came 1917 ."
     restored = restorer.restore(source)
     assert check_content(restored, source)
 
 
-def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, monkeypatch):
-    from restore import infer
+def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, restorer_options):
     from restore.cli import build_parser, main
 
-    monkeypatch.setattr(infer, "FAITHFUL_BEAMS", 2)
+    restorer_options(faithful_beams=2)  # 4 in real runs; the random model is slow at any width
     assert build_parser().parse_args(["infer"]).faithful is True
     assert build_parser().parse_args(["infer", "--no-faithful"]).faithful is False
     text = tmp_path / "doc.txt"

@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from restore import infer
 from restore.backends import BACKENDS, TorchGenerator
 from restore.chunking import ChunkConfig, chunk_text
 from restore.cli import main
 from restore.corrupt import corrupt
 from restore.errors import RestoreError
-from restore.infer import Restorer, document_chunks, new_tokens_limit
+from restore.infer import NewTokens, Restorer, document_chunks, new_tokens_limit
 from restore.textio import partial_path
 
 EOS = 3
@@ -31,6 +30,8 @@ EOS = 3
 
 class EchoGenerator:
     """Returns each input's own ids (a perfect copy model), and records every batch it saw."""
+
+    batch_tokens = 16384
 
     def __init__(self, fail_after_batches: int | None = None):
         self.batches: list[tuple[list[int], int]] = []  # (input lengths, max_new_tokens)
@@ -48,6 +49,8 @@ class EchoGenerator:
 
 class LoopingGenerator:
     """A degenerate model: always generates as many tokens as it may."""
+
+    batch_tokens = 16384
 
     def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **_):
         return [[7] * max_new_tokens for _ in batch for _ in range(num_return_sequences)]
@@ -249,15 +252,17 @@ def test_generator_matches_plain_model_generate(varied_model_dir, model_chunks):
         assert restorer.restore_chunks([chunk]) == [tok.decode(plain, skip_special_tokens=True)]
 
 
-def test_beam_search_and_fixed_length(varied_model_dir):
+def test_beam_search_and_new_token_limit(varied_model_dir):
     chunks = ["born 1879 .", "father farmer .", "# # career"]  # short: beams may run to the length limit
     restorer = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", num_beams=2)
     candidates = restorer.chunk_candidates(chunks, num_beams=3, num_return_sequences=3)
     assert [len(c) for c in candidates] == [3, 3, 3]
     assert len(restorer.restore_chunks(chunks)) == 3
-    fixed = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", fixed_new_tokens=12)
-    fixed.restore_chunks(chunks)
-    assert fixed.stats.generated_tokens == 3 * 12
+    free = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu")
+    free.restore_chunks(chunks)
+    capped = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", new_tokens=NewTokens(cap=1))
+    capped.restore_chunks(chunks)
+    assert capped.stats.generated_tokens <= 3 < free.stats.generated_tokens
 
 
 def test_static_cache_gives_the_same_outputs_on_cpu(varied_model_dir, model_chunks):
@@ -341,10 +346,10 @@ def test_cli_jsonl_keeps_fields(tmp_path, capsys, tiny_model_dir, echo_backend, 
     assert not partial_path(out).exists()
 
 
-def test_cli_jsonl_resume_after_interruption(tmp_path, capsys, monkeypatch, tiny_model_dir, sources):
+def test_cli_jsonl_resume_after_interruption(tmp_path, capsys, monkeypatch, tiny_model_dir, sources, restorer_options):
     data = tmp_path / "in.jsonl"
     write_jsonl(data, sources)
-    monkeypatch.setattr(infer, "WINDOW_CHUNKS", 20)  # several windows, so records are written along the way
+    restorer_options(window_chunks=20)  # several windows, so records are written along the way
     generators = []
 
     def factory(path, device, dtype, **options):
@@ -407,6 +412,8 @@ def test_cli_empty_input_gives_empty_output(tmp_path, capsys, tiny_model_dir):
         ("incomplete_model", "not a complete restore model"),
         ("not_our_model", "not a restore model description"),
         ("bad_batch_tokens", "--batch-tokens"),
+        ("zero_batch_tokens", "--batch-tokens must be a positive integer, got 0"),
+        ("zero_beams", "--num-beams must be a positive integer, got 0"),
     ],
 )
 def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, tiny_model_dir, case, message):
@@ -437,6 +444,10 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, tiny_model_dir, case,
             (model / "restore.json").write_text('{"format": "someone-else/3"}')
     elif case == "bad_batch_tokens":
         argv += ["--batch-tokens", "-5"]
+    elif case == "zero_batch_tokens":
+        argv += ["--batch-tokens", "0"]
+    elif case == "zero_beams":
+        argv += ["--num-beams", "0"]
     code, stdout, err = run_cli(capsys, *argv, "--model", str(model), "-o", str(tmp_path / "out.txt"))
     assert (code, stdout) == (1, "")
     assert len(err.splitlines()) == 1 and err.startswith("restore infer: error: ") and message in err, err
