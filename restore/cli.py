@@ -149,6 +149,10 @@ def _add_lexicon(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_lexicon(args: argparse.Namespace) -> None:
     from restore.baselines import build_lexicon
+    from restore.infer import check_positive
+
+    if args.limit is not None:
+        check_positive("--limit", args.limit)
 
     print(build_lexicon(args.articles, args.out, args.limit), file=sys.stderr)
 

@@ -321,3 +321,5 @@ def test_lexicon_subcommand_builds_what_the_dictionary_baseline_loads(tmp_path, 
     assert err.splitlines()[-1].startswith("lexicon: ") and "stems from 3 articles" in err.splitlines()[-1]
     assert json.loads((out / "lexicon-info.json").read_text(encoding="utf-8"))["n_articles"] == 3
     assert make_baseline("dictionary", out).lexicon.forms == Lexicon.build(wiki_texts[:3]).forms
+    assert main(["lexicon", "--articles", str(articles), "--limit", "0", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == "restore lexicon: error: --limit must be a positive integer, got 0\n"
