@@ -9,12 +9,20 @@ A restore model directory holds:
   was trained with, plus how it was trained (data, steps, tokens, time, device,
   dev metrics);
 - ``lexicon.json.gz`` (optional): surface forms per stem, see :mod:`restore.lexicon`.
+
+Training also writes ``checkpoint/`` into the run directory (:func:`save_checkpoint`):
+model, optimizer and scheduler states, where the run stands, and every rank's RNG
+states, so that ``--resume`` continues exactly (:func:`load_checkpoint`). torch is
+imported only by these functions (reading a model directory needs none of it).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +32,7 @@ from restore.errors import RestoreError
 from restore.textio import write_text_atomic
 
 RESTORE_JSON = "restore.json"
+CHECKPOINT = "checkpoint"
 FORMAT = "restore-model/1"
 DEFAULT_MODEL_NAME = "restore-small"
 REQUIRED_FILES = ("config.json", "tokenizer.json", RESTORE_JSON)
@@ -108,3 +117,86 @@ def default_model_dir() -> Path:
         f"no model given and no default model is shipped yet (looked for models/{DEFAULT_MODEL_NAME}); "
         "train one with `python -m restore train --config configs/small.yaml` and pass --model DIR"
     )
+
+
+# --- training checkpoints and export ---------------------------------------------------------
+def save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state: dict) -> Path:
+    """``out/checkpoint/``: state.pt (main process) + rng-RANK.pt (every rank), swapped in atomically."""
+    import torch
+
+    acc, tmp, final = accelerator, out / f"{CHECKPOINT}.tmp", out / CHECKPOINT
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
+    if acc.is_main_process:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+        }
+        torch.save(payload, tmp / "state.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        old = out / f"{CHECKPOINT}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(out: Path, model, optimizer, scheduler, process_index: int, device) -> dict:
+    """Restore model, optimizer, scheduler and this rank's RNG states from ``out/checkpoint``; returns the run state."""
+    import torch
+
+    folder = out / CHECKPOINT
+    payload = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    set_rng_state(torch.load(folder / f"rng-{process_index}.pt", map_location="cpu", weights_only=True), device)
+    return payload["state"]
+
+
+def rng_state() -> dict:
+    """Python's and torch's RNG states (CUDA's too once CUDA is in use)."""
+    import torch
+
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict, device) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def export_model(
+    out: Path, model, tokenizer, chunking: ChunkConfig, training: dict, config: dict, save_dtype: str = "bf16",
+    max_shard_size: str | None = None,
+) -> None:
+    """Write the self-describing model directory: weights (``save_dtype``), tokenizer, then ``restore.json``.
+
+    ``restore.json`` is written last, so a directory that has one holds a complete model.
+    """
+    import torch
+
+    for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        stale.unlink()  # an earlier export may have been sharded differently
+    if save_dtype == "bf16":
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(out, **kwargs)
+    tokenizer.save_pretrained(out)
+    write_restore_json(out, chunking, training, config=config)

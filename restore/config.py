@@ -128,6 +128,13 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps; the LR schedule spans exactly these
     stop_after_steps: int | None = None  # stop early (checkpoint + export), resume later with --resume
     time_limit_minutes: float | None = None  # likewise stop once this session has run this long
+    # Train for this long (setup included): once the step rate is measured (steps rate_warmup_steps
+    # to rate_warmup_steps + rate_steps), max_steps is derived so that the LR schedule ends when the
+    # budget ends, less budget_reserve_minutes for the final evaluation and export.
+    time_budget_minutes: float | None = None
+    budget_reserve_minutes: float = 0.5
+    rate_warmup_steps: int = 20  # steps not timed (compilation, allocator and cache warm-up)
+    rate_steps: int = 30  # steps timed to measure the step rate
     batch_tokens: int = 8192  # per device and micro-batch: batch size x longest (source or target) length
     grad_accum: int = 1
     lr: float = 1e-3
@@ -152,14 +159,18 @@ class TrainConfig:
         _check_min(
             self, "train",
             ("seed", 0), ("cpu_threads", 0), ("max_steps", 1), ("stop_after_steps", 1), ("batch_tokens", 16), ("grad_accum", 1),
+            ("rate_warmup_steps", 0), ("rate_steps", 1),
             ("warmup_steps", 0), ("eval_every", 0), ("eval_pairs", 1), ("eval_bleu_pairs", 0),
             ("save_every", 0), ("export_every", 0), ("log_every", 1),
         )  # fmt: skip
         _check_choice("train.device", self.device, DEVICES)
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.save_dtype", self.save_dtype, SAVE_DTYPES)
-        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
-            raise ValueError(f"train.time_limit_minutes must be > 0, got {self.time_limit_minutes!r}")
+        for name in ("time_limit_minutes", "time_budget_minutes"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.budget_reserve_minutes >= 0:
+            raise ValueError(f"train.budget_reserve_minutes must be >= 0, got {self.budget_reserve_minutes!r}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -29,7 +29,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from restore.attention import PAD_MULTIPLE, padded_length
 from restore.batching import budget_batches
 from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
 from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
@@ -45,6 +48,8 @@ from restore.device import available_cpus
 from restore.errors import RestoreError
 
 PAIRS_FORMAT = "pairs/1"  # bump when pairing changes: old caches are then ignored
+IDS_FORMAT = "ids/1"  # bump when encoding changes
+LEXICON_FORMAT = "lexicon/1"  # bump when the lexicon's rule changes
 COMPRESSIONS = (".xz", ".gz", ".bz2", ".zst", ".lz4")
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
 IGNORE_INDEX = -100
@@ -164,6 +169,89 @@ def _quiet_datasets() -> Iterator[None]:
         datasets.logging.set_verbosity(level)
 
 
+@contextlib.contextmanager
+def _interruptible_workers() -> Iterator[None]:
+    """Ctrl-C during a multi-process ``datasets.map``: one ``KeyboardInterrupt`` in this process only.
+
+    The terminal sends SIGINT to every process of the group: without this, each worker
+    (and the pool's manager) prints its own traceback, and the pool's clean-up turns the
+    interrupt into a ``TimeoutError``. Worker processes are forked with a SIGINT handler
+    that ignores the signal (the pool terminates them when this process unwinds); here the
+    signal raises ``KeyboardInterrupt``, whatever error the unwinding raises on top of it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    parent, interrupted = os.getpid(), []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):
+        if os.getpid() != parent:
+            return  # a forked worker: the parent stops it
+        interrupted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    except BaseException:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def parallel_map(dataset, function, work: Path, name: str, num_proc: int | None, **options):
+    """``dataset.map(function, batched=True, num_proc=...)`` with its cache files in ``work``.
+
+    Quiet, interruptible (see :func:`_interruptible_workers`) and with a fixed fingerprint,
+    so ``datasets`` neither hashes ``function``'s arguments (a tokenizer) nor caches
+    anything outside ``work``.
+    """
+    with _quiet_datasets(), _interruptible_workers():
+        return dataset.map(
+            function,
+            batched=True,
+            num_proc=num_proc,
+            cache_file_name=str(work / f"{name}.arrow"),
+            new_fingerprint=hashlib.sha256(f"{work}/{name}".encode()).hexdigest()[:16],
+            desc=name,
+            **options,
+        )
+
+
+@contextlib.contextmanager
+def _cache_entry(dest: Path) -> Iterator[Path]:
+    """Build a cache entry in a temporary folder beside ``dest``, renamed to ``dest`` when complete.
+
+    An interrupted or failed build leaves nothing behind (the temporary folder is removed).
+    """
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _scratch(path: Path) -> Iterator[Path]:
+    """A scratch folder (this process's own), removed afterwards whatever happens."""
+    path = path.with_name(f"{path.name}-{os.getpid()}")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def load_file(path: str, text_field: str, cache_dir: str):
     """One local file as a ``datasets.Dataset`` with a single ``text`` column (None if it is empty)."""
     import datasets
@@ -218,6 +306,7 @@ class PairSet:
 
     dataset: object
     stats: dict = field(default_factory=dict)
+    key: str = ""  # cache key of the pairs (data, selection, chunking, spec): keys what is derived from them
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -293,50 +382,29 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
     dest = Path(cache_dir) / f"pairs-{key}"
     if (dest / "stats.json").is_file():
         stats = json.loads((dest / "stats.json").read_text(encoding="utf-8"))
-        return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": True})
+        return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": True}, key)
     started = time.perf_counter()
     articles = load_articles(selection, cache_dir)
     procs = _num_proc(num_proc, len(articles))
-    work = Path(cache_dir) / f"pairs-{key}.work-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        with _quiet_datasets():
-            per_article = articles.map(
-                _pairs_batch,
-                fn_kwargs={"max_source_words": chunking.max_source_words},
-                batched=True,
-                batch_size=64,
-                num_proc=procs,
-                remove_columns=articles.column_names,
-                cache_file_name=str(work / "articles.arrow"),
-                desc="pairs",
-            )
-            pairs = per_article.map(
-                _flatten_batch,
-                batched=True,
-                batch_size=256,
-                remove_columns=per_article.column_names,
-                cache_file_name=str(work / "pairs.arrow"),
-                desc="flatten",
-            )
-            stats = {
-                "articles": len(articles),
-                "pairs": len(pairs),
-                "units": int(sum(per_article["units"])),
-                "dropped_units": int(sum(per_article["dropped_units"])),
-                "files": selection.describe(),
-                "num_proc": procs or 1,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            tmp = Path(f"{dest}.tmp-{os.getpid()}")
+    with _scratch(Path(cache_dir) / f"pairs-{key}.work") as work, _cache_entry(dest) as tmp:
+        per_article = parallel_map(
+            articles, _pairs_batch, work, "pairs", procs, batch_size=64,
+            fn_kwargs={"max_source_words": chunking.max_source_words}, remove_columns=articles.column_names,
+        )  # fmt: skip
+        pairs = parallel_map(per_article, _flatten_batch, work, "flatten", None, batch_size=256, remove_columns=per_article.column_names)
+        stats = {
+            "articles": len(articles),
+            "pairs": len(pairs),
+            "units": int(sum(per_article["units"])),
+            "dropped_units": int(sum(per_article["dropped_units"])),
+            "files": selection.describe(),
+            "num_proc": procs or 1,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        with _quiet_datasets(), _interruptible_workers():
             pairs.save_to_disk(str(tmp))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": False})
+    return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": False}, key)
 
 
 def _num_proc(requested: int, rows: int) -> int | None:
@@ -344,7 +412,85 @@ def _num_proc(requested: int, rows: int) -> int | None:
     return procs if procs > 1 else None
 
 
+# --- the lexicon of a pair set -----------------------------------------------------------------
+def build_lexicon(pairs: PairSet, sample_pairs: int, seed: int, min_count: int, max_entries: int, cache_dir: str, num_proc: int = 0):
+    """:class:`restore.lexicon.Lexicon` of the targets of ``sample_pairs`` pairs drawn with ``seed``.
+
+    Counted in parallel (``datasets.map``, one count per batch of targets, summed here: the
+    same lexicon as ``Lexicon.build`` on the sample) and cached as ``cache_dir/lexicon-<key>``.
+    """
+    from restore.lexicon import LEXICON_FILE, Lexicon, merge_counts
+
+    payload = [LEXICON_FORMAT, SPEC_VERSION, pairs.key, sample_pairs, seed, min_count, max_entries]
+    dest = Path(cache_dir) / f"lexicon-{hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]}"
+    if pairs.key and (dest / LEXICON_FILE).is_file():
+        return Lexicon.load(dest)
+    sample = pairs.dataset.select(sample_indices(len(pairs), sample_pairs, seed))
+    with _scratch(dest.with_name(f"{dest.name}.work")) as work:
+        counted = parallel_map(
+            sample, _count_batch, work, "lexicon", _num_proc(num_proc, len(sample)), batch_size=1000,
+            remove_columns=sample.column_names,
+        )  # fmt: skip
+        counts = merge_counts(json.loads(part) for part in counted["counts"])
+    lexicon = Lexicon.from_counts(counts, min_count=min_count, max_entries=max_entries)
+    if pairs.key:
+        with _cache_entry(dest) as tmp:
+            lexicon.save(tmp)
+    return lexicon
+
+
+def _count_batch(batch: dict) -> dict:
+    from restore.lexicon import count_surface_forms
+
+    return {"counts": [json.dumps(count_surface_forms(batch["target"]), ensure_ascii=False)]}
+
+
 # --- token ids in memory ---------------------------------------------------------------------
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short content hash of a fast tokenizer (vocabulary, pieces, special-token template).
+
+    >>> from restore.tokenizer import train_tokenizer
+    >>> a, b = (train_tokenizer(["the party will"] * 20, 300) for _ in range(2))
+    >>> tokenizer_fingerprint(a) == tokenizer_fingerprint(b), len(tokenizer_fingerprint(a))
+    (True, 16)
+    """
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def encode_pairs(pairs: PairSet, tokenizer, max_length: int, cache_dir: str, num_proc: int = 0) -> "TokenizedPairs":
+    """Token ids of prepared pairs, encoded in parallel and cached beside them.
+
+    The cache entry ``cache_dir/ids-<pairs key>-<tokenizer fingerprint>-<max_length>`` holds
+    flat ``.npy`` arrays; a later run with the same pairs, tokenizer and length loads it
+    instead of encoding again. Pairs without a cache key (not prepared from files) are
+    encoded every time.
+    """
+    if not pairs.key:
+        return TokenizedPairs.encode(pairs.dataset, tokenizer, max_length, num_proc)
+    dest = Path(cache_dir) / f"ids-{pairs.key}-{tokenizer_fingerprint(tokenizer)}-{max_length}"
+    if (dest / "meta.json").is_file():
+        return TokenizedPairs.load(dest)
+    with _cache_entry(dest) as tmp:
+        encoded = TokenizedPairs.encode(pairs.dataset, tokenizer, max_length, num_proc)
+        encoded.save(tmp)
+    return encoded
+
+
+def _encode_batch(batch: dict, tokenizer) -> dict:
+    return {
+        "src": tokenizer(list(batch["source"]), verbose=False)["input_ids"],
+        "tgt": tokenizer(list(batch["target"]), verbose=False)["input_ids"],
+    }
+
+
+def _list_column(table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ``list<int32>`` arrow column as (flat values, lengths) numpy arrays."""
+    import pyarrow.compute as pc
+
+    column = table.column(name).combine_chunks()
+    return np.asarray(column.flatten(), dtype=np.int32), np.asarray(pc.list_value_length(column), dtype=np.int64)
+
+
 @dataclass
 class TokenizedPairs:
     """Token ids of all pairs as flat arrays (fast batching without Python lists per pair).
@@ -359,22 +505,46 @@ class TokenizedPairs:
     tgt_off: np.ndarray
     dropped: int = 0
 
+    ARRAYS = ("src", "src_off", "tgt", "tgt_off")
+
     @classmethod
-    def encode(cls, pairs, tokenizer, max_length: int, chunk: int = 20000) -> "TokenizedPairs":
-        """Encode a pairs dataset (``source``, ``target`` columns) with the tokenizer, in chunks."""
-        src_ids: list[np.ndarray] = []
-        tgt_ids: list[np.ndarray] = []
-        dropped = 0
-        for batch in pairs.iter(batch_size=chunk):
-            s_batch = tokenizer(list(batch["source"]), verbose=False)["input_ids"]
-            t_batch = tokenizer(list(batch["target"]), verbose=False)["input_ids"]
-            for s, t in zip(s_batch, t_batch):
-                if len(s) > max_length or len(t) > max_length:
-                    dropped += 1
-                    continue
-                src_ids.append(np.asarray(s, dtype=np.int32))
-                tgt_ids.append(np.asarray(t, dtype=np.int32))
-        return cls(*_flatten(src_ids), *_flatten(tgt_ids), dropped=dropped)
+    def encode(cls, pairs, tokenizer, max_length: int, num_proc: int = 0) -> "TokenizedPairs":
+        """Encode a pairs dataset (``source``, ``target`` columns) with ``datasets.map`` on ``num_proc`` processes.
+
+        ``num_proc`` 0 = all CPU cores. Every worker runs the fast tokenizer on its share
+        (``datasets`` turns the tokenizer's own threads off in forked workers).
+        """
+        import tempfile
+
+        import datasets
+
+        features = datasets.Features({"src": datasets.Sequence(datasets.Value("int32")), "tgt": datasets.Sequence(datasets.Value("int32"))})
+        with tempfile.TemporaryDirectory(prefix="restore-encode-") as work:
+            encoded = parallel_map(
+                pairs, _encode_batch, Path(work), "encode", _num_proc(num_proc, len(pairs)), batch_size=1000,
+                fn_kwargs={"tokenizer": tokenizer}, remove_columns=pairs.column_names, features=features,
+            )  # fmt: skip
+            table = encoded.data.table
+            src, src_lens = _list_column(table, "src")
+            tgt, tgt_lens = _list_column(table, "tgt")
+            del encoded, table
+        keep = (src_lens <= max_length) & (tgt_lens <= max_length)
+        return cls(
+            src[np.repeat(keep, src_lens)], _offsets(src_lens[keep]),
+            tgt[np.repeat(keep, tgt_lens)], _offsets(tgt_lens[keep]),
+            dropped=int((~keep).sum()),
+        )  # fmt: skip
+
+    def save(self, folder: Path) -> None:
+        for name in self.ARRAYS:
+            np.save(folder / f"{name}.npy", getattr(self, name))
+        (folder / "meta.json").write_text(json.dumps({"format": IDS_FORMAT, "dropped": self.dropped}) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> "TokenizedPairs":
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        arrays = [np.load(folder / f"{name}.npy", mmap_mode="r") for name in cls.ARRAYS]
+        return cls(*arrays, dropped=meta["dropped"])
 
     def __len__(self) -> int:
         return len(self.src_off) - 1
@@ -387,11 +557,15 @@ class TokenizedPairs:
     def tgt_lens(self) -> np.ndarray:
         return np.diff(self.tgt_off)
 
-    def collate(self, indices: Sequence[int], pad_id: int, decoder_start_id: int) -> dict[str, torch.Tensor]:
-        """A padded batch: ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``labels`` (-100 = pad)."""
+    def collate(self, indices: Sequence[int], pad_id: int, decoder_start_id: int, pad_multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
+        """A padded batch: ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``labels`` (-100 = pad).
+
+        Lengths are padded up to a multiple of ``pad_multiple`` (:func:`restore.attention.padded_length`),
+        so that batch shapes repeat; the padding is masked (source) or ignored (labels).
+        """
         n = len(indices)
-        src_len = int(max(self.src_off[i + 1] - self.src_off[i] for i in indices))
-        tgt_len = int(max(self.tgt_off[i + 1] - self.tgt_off[i] for i in indices))
+        src_len = padded_length(int(max(self.src_off[i + 1] - self.src_off[i] for i in indices)), pad_multiple)
+        tgt_len = padded_length(int(max(self.tgt_off[i + 1] - self.tgt_off[i] for i in indices)), pad_multiple)
         input_ids = np.full((n, src_len), pad_id, dtype=np.int64)
         attention = np.zeros((n, src_len), dtype=np.int64)
         labels = np.full((n, tgt_len), IGNORE_INDEX, dtype=np.int64)
@@ -412,11 +586,15 @@ class TokenizedPairs:
         }
 
 
-def _flatten(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
-    return flat, offsets
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """``[0, l0, l0 + l1, ...]``.
+
+    >>> _offsets(np.array([2, 3])).tolist()
+    [0, 2, 5]
+    """
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 # --- batches ---------------------------------------------------------------------------------

@@ -33,11 +33,16 @@ class Lexicon:
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1, max_entries: int | None = None) -> "Lexicon":
-        counts: dict[str, Counter] = defaultdict(Counter)
-        for text in texts:
-            for sentence in split_sentences(text):
-                for token in drop_stopwords(tokenize_words(sentence)):
-                    counts[normalize_token(token)][token] += 1
+        return cls.from_counts(count_surface_forms(texts), min_count, max_entries)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Counter], min_count: int = 1, max_entries: int | None = None) -> "Lexicon":
+        """The lexicon of :func:`count_surface_forms` counts (of one text, or summed over many).
+
+        >>> a, b = count_surface_forms(["The parties met."]), count_surface_forms(["Parties split. The party won."])
+        >>> Lexicon.from_counts(merge_counts([a, b])) == Lexicon.build(["The parties met.", "Parties split. The party won."])
+        True
+        """
         ranked = sorted(counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
         forms = {}
         for stem_, surface_counts in ranked[:max_entries]:
@@ -63,6 +68,29 @@ class Lexicon:
             raise RestoreError(f"{directory}: no {LEXICON_FILE} (train a model with restore train to get one)")
         with gzip.open(path, "rt", encoding="utf-8") as f:
             return cls(json.load(f))
+
+
+def count_surface_forms(texts: Iterable[str]) -> dict[str, Counter]:
+    """How often each surface token (kept by the preprocessing) produced each stem.
+
+    >>> count_surface_forms(["The parties met. Parties split."])["parti"]
+    Counter({'parties': 1, 'Parties': 1})
+    """
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for text in texts:
+        for sentence in split_sentences(text):
+            for token in drop_stopwords(tokenize_words(sentence)):
+                counts[normalize_token(token)][token] += 1
+    return counts
+
+
+def merge_counts(parts: Iterable[dict[str, Counter]]) -> dict[str, Counter]:
+    """Sum of several :func:`count_surface_forms` results (order does not matter)."""
+    total: dict[str, Counter] = defaultdict(Counter)
+    for part in parts:
+        for stem_, surface_counts in part.items():
+            total[stem_].update(surface_counts)
+    return total
 
 
 def _preferred_form(surface_counts: Counter) -> str:

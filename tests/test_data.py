@@ -16,9 +16,12 @@ from restore.data import (
     ArticleSelection,
     TokenizedPairs,
     article_pairs,
+    build_lexicon,
+    encode_pairs,
     eval_indices,
     prepare_pairs,
     resolve_files,
+    sample_indices,
     split_selections,
     token_batches,
 )
@@ -176,14 +179,73 @@ class _Tok:
         return {"input_ids": [[10 + len(w) for w in t.split()] + [3] for t in texts]}
 
 
-def test_tokenized_pairs_collate_pads_and_shifts(tmp_path):
+def test_tokenized_pairs_collate_pads_to_multiples_of_8_and_shifts(tmp_path):
     import datasets
 
     ds = datasets.Dataset.from_dict({"source": ["a bb", "ccc", "x " * 20], "target": ["A", "Bb Cc", "y"]})
     pairs = TokenizedPairs.encode(ds, _Tok(), max_length=10)
     assert len(pairs) == 2 and pairs.dropped == 1
-    batch = pairs.collate([0, 1], pad_id=0, decoder_start_id=2)
-    assert batch["input_ids"].tolist() == [[11, 12, 3], [13, 3, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert batch["labels"].tolist() == [[11, 3, -100], [12, 12, 3]]
-    assert batch["decoder_input_ids"].tolist() == [[2, 11, 0], [2, 12, 12]]
+    exact = pairs.collate([0, 1], pad_id=0, decoder_start_id=2, pad_multiple=1)
+    assert exact["input_ids"].tolist() == [[11, 12, 3], [13, 3, 0]]
+    assert exact["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert exact["labels"].tolist() == [[11, 3, -100], [12, 12, 3]]
+    assert exact["decoder_input_ids"].tolist() == [[2, 11, 0], [2, 12, 12]]
+    padded = pairs.collate([0, 1], pad_id=0, decoder_start_id=2)  # lengths rounded up to 8: shapes repeat
+    for name, fill in (("input_ids", 0), ("attention_mask", 0), ("labels", -100), ("decoder_input_ids", 0)):
+        assert padded[name].shape == (2, 8)
+        assert padded[name][:, :3].tolist() == exact[name].tolist() and (padded[name][:, 3:] == fill).all()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, articles_file):
+    cache = tmp_path_factory.mktemp("prepared")
+    return prepare_pairs(ArticleSelection((str(articles_file),)), ChunkConfig(48), str(cache), num_proc=1), cache
+
+
+@pytest.fixture(scope="module")
+def tokenizer(wiki_texts):
+    from restore.tokenizer import train_tokenizer
+
+    return train_tokenizer(wiki_texts + [corrupt(t) for t in wiki_texts], vocab_size=600)
+
+
+def test_encoding_in_parallel_equals_one_process_and_is_cached_by_tokenizer_content(prepared, tokenizer, tmp_path):
+    from restore.tokenizer import train_tokenizer
+
+    pairs, _ = prepared
+    cache = tmp_path / "ids"
+    serial = TokenizedPairs.encode(pairs.dataset, tokenizer, max_length=40, num_proc=1)
+    assert serial.dropped > 0 and len(serial) + serial.dropped == len(pairs)  # long pairs are left out
+    first = 0
+    for i, (source, target) in enumerate(zip(pairs.dataset["source"], pairs.dataset["target"])):
+        s, t = tokenizer(source)["input_ids"], tokenizer(target)["input_ids"]
+        if max(len(s), len(t)) <= 40:
+            assert serial.src[serial.src_off[first] : serial.src_off[first + 1]].tolist() == s
+            assert serial.tgt[serial.tgt_off[first] : serial.tgt_off[first + 1]].tolist() == t
+            first += 1
+    assert first == len(serial)
+
+    def same(a, b):
+        return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in TokenizedPairs.ARRAYS) and a.dropped == b.dropped
+
+    many = encode_pairs(pairs, tokenizer, 40, str(cache), num_proc=2)
+    assert same(many, serial)
+    [entry] = cache.glob("ids-*")
+    assert entry.name.startswith(f"ids-{pairs.key}-") and entry.name.endswith("-40")
+    np.save(entry / "src.npy", np.zeros(1, dtype=np.int32))  # proves the next call reads the cache
+    assert len(encode_pairs(pairs, tokenizer, 40, str(cache)).src) == 1
+    other = train_tokenizer(list(pairs.dataset["target"]), vocab_size=500)
+    assert same(encode_pairs(pairs, other, 40, str(cache)), TokenizedPairs.encode(pairs.dataset, other, 40, num_proc=1))
+    assert len(list(cache.glob("ids-*"))) == 2 and not list(cache.glob("*.tmp-*"))
+
+
+def test_lexicon_counted_in_parallel_equals_the_lexicon_of_the_sample(prepared, tmp_path):
+    from restore.lexicon import Lexicon
+
+    pairs, _ = prepared
+    sample = [pairs.dataset["target"][i] for i in sample_indices(len(pairs), 60, 5)]
+    expected = Lexicon.build(sample, min_count=2, max_entries=300)
+    assert len(expected.forms) > 50
+    assert build_lexicon(pairs, 60, 5, 2, 300, str(tmp_path), num_proc=2) == expected
+    assert len(list(tmp_path.glob("lexicon-*"))) == 1
+    assert build_lexicon(pairs, 60, 5, 2, 300, str(tmp_path), num_proc=1) == expected  # from the cache

@@ -147,3 +147,91 @@ def test_cli_process_reports_a_missing_data_path_without_traceback(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr == f"restore train: error: data.train_files: no such file: {tmp_path / 'missing.jsonl.xz'}\n"
+
+
+def test_padding_to_multiples_of_8_changes_neither_the_loss_nor_the_outputs(data, tmp_path):
+    import torch.nn.functional as F
+
+    from restore.data import IGNORE_INDEX, ArticleSelection, TokenizedPairs, prepare_pairs
+    from restore.model import build_model
+    from restore.tokenizer import train_tokenizer
+    from restore.chunking import ChunkConfig
+
+    pairs = prepare_pairs(ArticleSelection((str(data["train"]),)), ChunkConfig(48), str(data["cache"]), num_proc=1)
+    tokenizer = train_tokenizer(list(pairs.dataset["source"]) + list(pairs.dataset["target"]), vocab_size=500)
+    encoded = TokenizedPairs.encode(pairs.dataset, tokenizer, max_length=512, num_proc=1)
+    torch.manual_seed(0)
+    cfg = load_config(TINY).model
+    model = build_model(cfg, vocab_size=len(tokenizer)).eval()
+    rows = [0, 3, 5, 11]
+
+    def run(multiple):
+        batch = encoded.collate(rows, tokenizer.pad_token_id, model.config.decoder_start_token_id, pad_multiple=multiple)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch, use_cache=False).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, logits, labels
+
+    loss, logits, labels = run(1)
+    loss8, logits8, labels8 = run(8)
+    assert logits8.shape[1] % 8 == 0 and logits8.shape[1] > logits.shape[1] or logits.shape[1] % 8 == 0
+    assert torch.allclose(loss, loss8, rtol=0, atol=1e-5)
+    real = labels != IGNORE_INDEX
+    assert torch.allclose(logits[real], logits8[:, : logits.shape[1]][real], rtol=0, atol=1e-4)
+
+
+def test_time_budget_derives_max_steps_and_dev_bleu_is_what_inference_gives(tmp_path, data, capsys):
+    from sacrebleu.metrics import BLEU
+
+    from restore.data import ArticleSelection, eval_indices, prepare_pairs
+    from restore.chunking import ChunkConfig
+    from restore.infer import Restorer
+    from restore.train import setup
+
+    out = tmp_path / "budget"
+    extra = (
+        "train.max_steps=100000", "train.time_budget_minutes=0.05", "train.budget_reserve_minutes=0",
+        "train.rate_warmup_steps=2", "train.rate_steps=3", "train.min_lr_ratio=0", "train.warmup_steps=2",
+        "train.save_dtype=fp32", "train.eval_bleu_pairs=8",
+    )  # fmt: skip
+    trainer = setup(load_config(TINY, overrides(data, out, *extra)))
+    trainer.run()
+    training = json.loads((out / "restore.json").read_text())["training"]
+    budget = training["time_budget"]
+    assert budget["steps_per_second"] > 0 and budget["max_steps"] >= 5  # measured over steps 2-5
+    assert training["completed"] and training["steps"] == training["max_steps"] == budget["max_steps"]
+    assert trainer.schedule.total == budget["max_steps"] and set(trainer.scheduler.get_last_lr()) == {0.0}  # the end of the schedule
+    assert "time budget: " in capsys.readouterr().out
+
+    # Dev BLEU is the BLEU of restoring the same dev sources with the exported model (greedy, no repair).
+    dev = prepare_pairs(ArticleSelection((str(data["dev"]),)), ChunkConfig(48), str(data["cache"]), num_proc=1).dataset
+    indices = eval_indices(len(dev), 8)
+    restorer = Restorer.from_pretrained(out, device="cpu", backend="torch", faithful=False)
+    hyps = restorer.restore_chunks([dev["source"][int(i)] for i in indices])
+    score = BLEU().corpus_score(hyps, [[dev["target"][int(i)] for i in indices]])
+    assert training["dev"]["bleu"] == round(score.score, 3) and training["dev"]["bleu_pairs"] == 8
+
+
+def test_ctrl_c_while_preparing_data_prints_one_line_and_leaves_no_partial_cache(tmp_path, wiki_texts):
+    import os
+    import signal
+    import time
+
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"text": t}) + "\n" for t in wiki_texts * 60), encoding="utf-8")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restore", "train", "--config", str(TINY), f"train.output_dir={tmp_path / 'out'}",
+         f"data.train_files={big}", "data.max_train_articles=null", "data.num_proc=2", f"data.cache_dir={cache}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("pairs-*.work-*/*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the workers are running
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == "restore train: interrupted\n"
+    assert [p.name for p in cache.iterdir()] == ["hf"]  # no pairs entry, complete or partial

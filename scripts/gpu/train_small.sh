@@ -1,34 +1,51 @@
 #!/usr/bin/env bash
-# Train the shipped model (configs/small.yaml) in one call on a lent GPU machine, returning it via $OUT.
+# Train the shipped model (configs/small.yaml) and evaluate it on `test`, in one call of at most
+# 10 minutes on a lent GPU machine; what comes back is written to $OUT (at most 8 files < 16 MiB).
 #
-# Prepare on the CPU side (git-ignored folders, named in the device tool's `carry`):
-#   mkdir -p .data .whl && cp ../shared/data/wiki/{train-0[0-3],dev}.jsonl.xz .data/   # 4 shards, 44 MB
-#   cp ../shared/wheels/*.whl .whl/          # nltk 3.9.2, datasets 5.2.0, dill, multiprocess
-# Run there:  bash scripts/gpu/train_small.sh            (carry: .data .whl; timeout_s 600)
-# Test here:  OUT=/tmp/out CONFIG=configs/tiny.yaml MINUTES=0.5 bash scripts/gpu/train_small.sh
+# Prepare here (git-ignored folders, named in the device tool's `carry`; 64 MiB in all with the
+# tracked files, see models/README.md for the sizes):
+#   mkdir -p .data .whl
+#   cp ../shared/data/wiki/train-0[0-3].jsonl.xz ../shared/data/wiki/train-10.jsonl.xz ../shared/data/wiki/dev.jsonl.xz .data/
+#   cp ../shared/wheels/*.whl .whl/         # nltk 3.9.2, datasets 5.2.0, dill, multiprocess
+# Run there:   bash scripts/gpu/train_small.sh       (carry [".data", ".whl"], timeout_s 600)
+# Dry run on the CPU (tiny model, config's own data, a 3-minute call, 100 test pairs):
+#   OUT=/tmp/out DATA=/nonexistent WHEELS=/nonexistent CONFIG=configs/tiny.yaml TOTAL_SECONDS=180 \
+#     EVAL_LIMIT=100 PYTHON=.venv/bin/python bash scripts/gpu/train_small.sh
 #
-# Training stops itself after $MINUTES (checkpoint + export); an interim model is exported every
-# EXPORT_EVERY steps and packed into $OUT every minute, so even a hard timeout returns a usable
-# model. $OUT gets: the bf16 weights in shards under 15 MB, model-files.tar.gz (tokenizer,
-# config, restore.json, lexicon) and train.log.
+# Time plan (TOTAL_SECONDS, default 600 less a 25 s margin): wheels and imports, then
+# `restore train` with train.time_budget_minutes set to what is left after EVAL_SECONDS for the
+# evaluation: the run measures its step rate after a warm-up and ends its LR schedule when the
+# budget ends, then evaluates on dev and exports (bf16 weights, shards < 15 MB). A hard
+# train.time_limit_minutes stops it (checkpoint + export) should it run late, and the latest
+# export is copied to $OUT every minute, so even a cut-off call returns a model. Then
+# `restore eval --data test` (greedy, torch on the GPU, with and without faithfulness repair).
+#
+# $OUT gets: model-0000N-of-0000M.safetensors + model.safetensors.index.json (the weights),
+# model-files.tar.gz (config, generation config, tokenizer, restore.json, lexicon.json.gz,
+# train_config.yaml), train.log, eval-test.txt (scores with signatures, both settings) and,
+# where matplotlib is installed, eval-test.tar.gz (the JSON report, plot and outputs).
 set -uo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"
+started=$(date +%s)
 CONFIG=${CONFIG:-configs/small.yaml}
 DATA=${DATA:-.data}
-MINUTES=${MINUTES:-8.5}
-EXPORT_EVERY=${EXPORT_EVERY:-1000}
+WHEELS=${WHEELS:-.whl}
+PYTHON=${PYTHON:-python3}
+TOTAL_SECONDS=${TOTAL_SECONDS:-575}   # the device call's 600 s, less a margin for the copy back
+EVAL_SECONDS=${EVAL_SECONDS:-60}      # kept after training for the two evaluations on test
+EVAL_LIMIT=${EVAL_LIMIT:-}            # evaluate the first N test pairs only (dry runs)
 RUN=${RUN:-/tmp/restore-run}
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+deadline=$((started + TOTAL_SECONDS))
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-python3 - <<'PY' 2>&1 | tee "$OUT/train.log"
-import torch, transformers, pyarrow, datasets, nltk
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+"$PYTHON" - <<'PY' 2>&1 | tee "$OUT/train.log"
+import os, torch, transformers, pyarrow, datasets, nltk
 dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-print(f"device {dev}; torch {torch.__version__}, transformers {transformers.__version__}, "
+print(f"device {dev}, {os.cpu_count()} CPUs; torch {torch.__version__}, transformers {transformers.__version__}, "
       f"datasets {datasets.__version__}, pyarrow {pyarrow.__version__}, nltk {nltk.__version__}")
 PY
 
@@ -36,8 +53,8 @@ pack() {  # copy the latest complete export into $OUT (restore.json is written l
   [ -f "$RUN/restore.json" ] || return 0
   rm -f "$OUT"/model*.safetensors*
   cp "$RUN"/model*.safetensors* "$OUT"/ 2>/dev/null
-  tar czf "$OUT/model-files.tar.gz.tmp" -C "$RUN" --exclude='model*.safetensors*' --exclude=checkpoint \
-    --exclude='checkpoint.*' . && mv "$OUT/model-files.tar.gz.tmp" "$OUT/model-files.tar.gz"
+  tar czf "$OUT/model-files.tar.gz.tmp" -C "$RUN" --exclude='model*.safetensors*' --exclude='checkpoint*' . \
+    && mv "$OUT/model-files.tar.gz.tmp" "$OUT/model-files.tar.gz"
 }
 (while sleep 60; do pack; done) &
 packer=$!
@@ -45,11 +62,34 @@ packer=$!
 shards=$(ls "$DATA"/train-*.jsonl.xz 2>/dev/null | paste -sd, -)
 data_args=()
 [ -n "$shards" ] && data_args=("data.train_files=[$shards]" "data.dev_files=[$DATA/dev.jsonl.xz]")
-python3 -m restore train --config "$CONFIG" "${data_args[@]}" \
-  "train.output_dir=$RUN" "train.time_limit_minutes=$MINUTES" "train.export_every=$EXPORT_EVERY" \
+# Seconds for training, setup included: what is left now, less the evaluation and ~10 s of imports.
+budget=$(( deadline - $(date +%s) - EVAL_SECONDS - 10 ))
+minutes=$(awk -v s="$budget" 'BEGIN { printf "%.2f", s / 60 }')
+limit=$(awk -v s="$budget" 'BEGIN { printf "%.2f", (s + 15) / 60 }')
+echo "time: $(( $(date +%s) - started ))s used; training budget ${minutes} min (hard limit ${limit} min)" | tee -a "$OUT/train.log"
+"$PYTHON" -m restore train --config "$CONFIG" "${data_args[@]}" \
+  "train.output_dir=$RUN" "train.time_budget_minutes=$minutes" "train.time_limit_minutes=$limit" \
   train.max_shard_size=14MB data.cache_dir=/tmp/restore-cache 2>&1 | tee -a "$OUT/train.log"
 status=${PIPESTATUS[0]}
 kill "$packer" 2>/dev/null
 pack
+
+if [ -f "$RUN/restore.json" ]; then
+  limit_args=()
+  [ -n "$EVAL_LIMIT" ] && limit_args=(--limit "$EVAL_LIMIT")
+  mkdir -p /tmp/restore-eval
+  report=()
+  "$PYTHON" -c "import matplotlib" 2>/dev/null && report=(--report /tmp/restore-eval/test.json)
+  left=$(( deadline - $(date +%s) ))
+  {
+    echo "== restore eval --data test --model RUN --backend torch (greedy, faithfulness repair on)"
+    timeout "$(( left * 2 / 3 ))" "$PYTHON" -m restore eval --data test --model "$RUN" --backend torch "${limit_args[@]}" "${report[@]}"
+    echo "== restore eval --data test --model RUN --backend torch --no-faithful (the model alone)"
+    left=$(( deadline - $(date +%s) ))
+    timeout "$(( left > 5 ? left - 5 : 1 ))" "$PYTHON" -m restore eval --data test --model "$RUN" --backend torch --no-faithful "${limit_args[@]}"
+  } 2>&1 | tee "$OUT/eval-test.txt"
+  [ ${#report[@]} -gt 0 ] && ls /tmp/restore-eval/test.* >/dev/null 2>&1 && tar czf "$OUT/eval-test.tar.gz" -C /tmp/restore-eval .
+fi
+echo "time: $(( $(date +%s) - started ))s in all" | tee -a "$OUT/train.log"
 ls -la "$OUT"
 exit "$status"
