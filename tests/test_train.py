@@ -235,3 +235,25 @@ def test_ctrl_c_while_preparing_data_prints_one_line_and_leaves_no_partial_cache
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err == "restore train: interrupted\n"
     assert [p.name for p in cache.iterdir()] == ["hf"]  # no pairs entry, complete or partial
+
+
+def test_a_derived_max_steps_is_kept_by_resume(tmp_path, data, capsys):
+    from restore.train import setup
+
+    out = tmp_path / "budget"
+    extra = (
+        "train.max_steps=100000", "train.time_budget_minutes=30", "train.budget_reserve_minutes=0",
+        "train.rate_warmup_steps=1", "train.rate_steps=2", "train.warmup_steps=2", "train.eval_pairs=4", "train.eval_bleu_pairs=0",
+    )  # fmt: skip
+    first = setup(load_config(TINY, overrides(data, out, *extra, "train.stop_after_steps=4")))
+    first.run()
+    derived = first.state.max_steps
+    assert derived > 4 and first.schedule.total == derived and "time budget: " in capsys.readouterr().out
+    training = json.loads((out / "restore.json").read_text())["training"]
+    assert not training["completed"] and training["max_steps"] == training["time_budget"]["max_steps"] == derived
+
+    second = setup(load_config(TINY, overrides(data, out, *extra, "train.stop_after_steps=5")), resume=True)
+    assert second.max_steps == second.schedule.total == derived  # restored, not measured again
+    second.run()
+    assert second.state.step == 5 and second.state.max_steps == derived
+    assert "time budget: " not in capsys.readouterr().out
