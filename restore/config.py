@@ -125,7 +125,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     cpu_threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest on a busy machine
-    max_steps: int = 1000  # optimizer steps; the LR schedule spans exactly these
+    max_steps: int = 1000  # optimizer steps; the LR schedule spans exactly these (derived instead under time_budget_minutes)
     stop_after_steps: int | None = None  # stop early (checkpoint + export), resume later with --resume
     time_limit_minutes: float | None = None  # likewise stop once this session has run this long
     # Train for this long (setup included): once the step rate is measured (steps rate_warmup_steps

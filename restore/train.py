@@ -246,6 +246,10 @@ class Trainer:
         if self.state.max_steps is not None:  # derived from the time budget in an earlier session
             self.max_steps = self.schedule.total = self.state.max_steps
         budget_open = self.cfg.time_budget_minutes is not None and self.state.max_steps is None
+        if budget_open and self.state.step == 0:
+            # Until the rate is measured the run has no end: the LR warms up and then holds
+            # (the step-0 LR does not depend on the total, so nothing already applied changes).
+            self.schedule.total = sys.maxsize
         self.end_step = min(sys.maxsize if budget_open else self.max_steps, self.cfg.stop_after_steps or sys.maxsize)
         self.session_tokens, self.session_train_seconds = 0, 0.0
         self.loss_sum, self.loss_count = torch.zeros((), device=self.accelerator.device), 0

@@ -8,12 +8,16 @@ output directory; caches in the config's ``data.cache_dir`` persist, so the firs
 them and later runs reuse them), timestamps every line the run prints and reports each stage
 as the time between the lines that open and close it. Works for any version of ``restore
 train`` that prints the usual lines; where the run prints its own ``setup:``/``stages:`` lines,
-their finer split is shown too. Also times ``import`` of the training stack alone.
+their finer split is shown too. Also times ``import`` of the training stack alone, and
+reports each run's CPU time (all its processes): on a shared machine the wall times grow with
+the load, the CPU time much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,13 +37,19 @@ STAGES = (
 )
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_run(command: list[str]) -> tuple[float, list[tuple[float, str]]]:
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     lines = [(time.perf_counter() - started, line.rstrip("\n")) for line in proc.stdout]
     err = proc.stderr.read()
     if proc.wait():
-        sys.exit(f"bench_train_stages: the run failed:\n{err}")
+        tail = "\n".join(line for _, line in lines[-5:])
+        sys.exit(f"bench_train_stages: the run failed (exit status {proc.returncode}):\n{tail}\n{err}")
     return time.perf_counter() - started, lines
 
 
@@ -63,10 +73,12 @@ def main() -> None:
     imports = time.perf_counter() - started
     results = []
     for run in range(args.runs):
+        cpu = children_cpu_seconds()
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             wall, lines = timed_run([sys.executable, "-m", "restore", "train", *train_args, f"train.output_dir={Path(tmp) / 'run'}"])
+        cpu = children_cpu_seconds() - cpu
         fine = [line.split(": ", 1)[1] for _, line in lines if line.startswith(("setup: ", "stages: "))]
-        results.append((wall, stage_times(lines), "; ".join(fine)))
+        results.append((wall, stage_times(lines), "; ".join(fine), cpu))
         print(f"run {run + 1}: {wall:.1f}s", file=sys.stderr)
     print(f"restore train {' '.join(train_args)}")
     print(f"python -c 'import restore.train, accelerate, datasets, sacrebleu' alone: {imports:.1f}s\n")
@@ -75,7 +87,9 @@ def main() -> None:
     for name, _ in STAGES:
         print(f"| {name} | " + " | ".join(f"{r[1][name]:.1f}" if name in r[1] else "-" for r in results) + " |")
     print("| **total wall** | " + " | ".join(f"**{r[0]:.1f}**" for r in results) + " |")
-    for i, (_, _, fine) in enumerate(results):
+    print("| CPU time, all processes of the run | " + " | ".join(f"{r[3]:.1f}" for r in results) + " |")
+    print(f"\nload average while measured (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
+    for i, (_, _, fine, _) in enumerate(results):
         if fine:
             print(f"\nrun {i + 1}, the run's own split: {fine}")
 

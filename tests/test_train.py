@@ -196,6 +196,7 @@ def test_time_budget_derives_max_steps_and_dev_bleu_is_what_inference_gives(tmp_
         "train.save_dtype=fp32", "train.eval_bleu_pairs=8",
     )  # fmt: skip
     trainer = setup(load_config(TINY, overrides(data, out, *extra)))
+    assert trainer.schedule.total == sys.maxsize  # no end (no decay) until the rate is measured
     trainer.run()
     training = json.loads((out / "restore.json").read_text())["training"]
     budget = training["time_budget"]
