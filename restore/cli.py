@@ -4,14 +4,18 @@ The command line (``restore {corrupt,train,infer,eval,lexicon} ...``) is thin: i
 checks what it can before anything heavy is imported, sets up threads and logging, calls the
 library and reports. Every error a user can cause is a :class:`RestoreError`, printed as one
 line on stderr with exit status 1; usage errors (unknown flags, wrong types) exit with 2 and
-the subcommand's usage.
+the subcommand's usage. Ctrl-C (SIGINT) and SIGTERM stop a command the same way: outputs
+are cleaned up or left resumable, one line is printed, and the exit status is 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 from restore import __version__
 from restore.backend_ct2 import COMPUTE_TYPE_CHOICES  # a light module (ctranslate2 is imported on use)
@@ -166,16 +170,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds exactly like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported with the subcommand's usage, not the top-level one
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        args.handler(args)
+        with _sigterm_as_interrupt():
+            args.handler(args)
     except RestoreError as e:
         print(f"restore {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"restore {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"restore {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -53,6 +53,11 @@ EXPECTED_NEW_PER_SOURCE = 2
 EXPECTED_NEW_EXTRA = 8
 # Chunks gathered from the input before a round of sorting and batching (bounds memory on huge corpora).
 WINDOW_CHUNKS = 4096
+# Finished documents are handed out (and written) after every window: the first window holds
+# MIN_WINDOW_CHUNKS chunks, later ones as many as took about FLUSH_SECONDS to restore so far
+# (between the two limits), so an interrupted run loses at most that much work.
+MIN_WINDOW_CHUNKS = 256
+FLUSH_SECONDS = 5.0
 # Faithfulness (restore.faithful): chunks that do not corrupt back are re-decoded with this beam
 # (all its hypotheses returned, best first) before the closest one is repaired.
 FAITHFUL_BEAMS = 4
@@ -275,23 +280,44 @@ class Restorer:
         return next(self.restore_many([document]))
 
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
-        """Restored documents, in order, consuming the input lazily in windows of chunks."""
+        """Restored documents, in order, consuming the input lazily in windows of chunks.
+
+        Windows are sized to take about :data:`FLUSH_SECONDS` each (see :meth:`next_window`),
+        so finished documents come out at least every few seconds or few hundred chunks.
+        """
         window: list[tuple[list[str], list[str]]] = []
         size = 0
+        limit = min(MIN_WINDOW_CHUNKS, self.window_chunks)
         for document in documents:
             plan = document_chunks(document, self.chunking)
             window.append(plan)
             size += len(plan[0])
-            if size >= self.window_chunks:
-                yield from self._restore_window(window)
+            if size >= limit:
+                start = time.perf_counter()
+                restored = self._restore_window(window)
+                limit = self.next_window(size, time.perf_counter() - start)
+                yield from restored
                 window, size = [], 0
         yield from self._restore_window(window)
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]]) -> Iterator[str]:
+    def next_window(self, chunks: int, seconds: float) -> int:
+        """Chunks in the next window, from how long the last one took (about :data:`FLUSH_SECONDS`).
+
+        >>> r = Restorer(None, None, ChunkConfig())
+        >>> r.next_window(256, 0.5), r.next_window(256, 10.0), r.next_window(256, 0.0)
+        (2560, 256, 4096)
+        """
+        rate = chunks / seconds if seconds > 0 else math.inf
+        wanted = rate * FLUSH_SECONDS
+        return int(max(min(MIN_WINDOW_CHUNKS, self.window_chunks), min(wanted, self.window_chunks)))
+
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]]) -> list[str]:
         outputs = iter(self.restore_chunks([chunk for chunks, _ in plans for chunk in chunks]))
+        restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
-            yield assemble([next(outputs) for _ in chunks], joiners)
+            restored.append(assemble([next(outputs) for _ in chunks], joiners))
+        return restored
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
@@ -440,15 +466,19 @@ def run_infer_cli(args) -> None:
     - text inputs: each file (or stdin, ``-``) is one document; the restored documents
       are written one after another, separated by a blank line (an empty one writes nothing);
     - ``.jsonl`` inputs: every record's ``source`` is restored into ``restored``, other
-      fields kept. Written to ``OUTPUT.part`` record by record and renamed to ``OUTPUT``
-      at the end; an interrupted run leaves the ``.part``, and the same command continues
-      from it (to stdout there is nothing to resume).
+      fields kept. Finished records are appended to ``OUTPUT.part`` after every window of
+      chunks (a few seconds or a few hundred chunks of work, see :meth:`Restorer.restore_many`)
+      and it is renamed to ``OUTPUT`` at the end; an interrupted (even killed) run leaves the
+      ``.part``, and the same command continues from it (to stdout there is nothing to resume).
+
+    A file output is locked (:func:`restore.textio.output_lock`): a second run on it stops
+    with one line naming the first.
 
     Ends with one summary line on stderr.
     """
     from restore.checkpoint import default_model_dir, read_model_info
     from restore.cli import prepare_model_run
-    from restore.textio import is_jsonl
+    from restore.textio import is_jsonl, output_lock
 
     started = time.perf_counter()
     inputs = list(args.inputs) or ["-"]
@@ -458,23 +488,24 @@ def run_infer_cli(args) -> None:
         raise RestoreError("cannot mix .jsonl and text inputs in one run")
     records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
     model = read_model_info(args.model or default_model_dir()).path  # checked before torch is imported
-    prepare_model_run()
-    restorer = Restorer.from_pretrained(
-        model,
-        device=args.device,
-        batch_tokens=args.batch_tokens,
-        num_beams=args.num_beams,
-        backend=args.backend,
-        compute_type=args.compute_type,
-        static_cache=args.static_cache,
-        faithful=args.faithful,
-    )
-    loaded = time.perf_counter()
-    with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
-        if records is not None:
-            _infer_jsonl(restorer, records, args.output, bar)
-        else:
-            _infer_text(restorer, inputs, args.output, bar)
+    with output_lock(args.output):  # one run per output file (before the model loads: fail fast)
+        prepare_model_run()
+        restorer = Restorer.from_pretrained(
+            model,
+            device=args.device,
+            batch_tokens=args.batch_tokens,
+            num_beams=args.num_beams,
+            backend=args.backend,
+            compute_type=args.compute_type,
+            static_cache=args.static_cache,
+            faithful=args.faithful,
+        )
+        loaded = time.perf_counter()
+        with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
+            if records is not None:
+                _infer_jsonl(restorer, records, args.output, bar)
+            else:
+                _infer_text(restorer, inputs, args.output, bar)
     print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
 
 

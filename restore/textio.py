@@ -9,9 +9,11 @@ into place, so a failed run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import lzma
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import IO, Iterator
 from restore.errors import RestoreError
 
 STDIO = "-"
+TEMP_SUFFIX = ".tmp"  # atomic_output writes ".NAME.<8 random characters>.tmp" beside NAME
 
 
 def _check_text(data: bytes, name: str) -> str:
@@ -112,7 +115,7 @@ def atomic_output(path: str | os.PathLike | None, binary: bool = False) -> Itera
         raise RestoreError(f"{target}: output is a directory")
     if not target.parent.exists():
         raise RestoreError(f"{target.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -198,3 +201,81 @@ def resumable_jsonl_output(path: str | os.PathLike) -> Iterator[tuple[IO, list[d
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, target)
+
+
+# --- one writer per output --------------------------------------------------------------------------
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of an output: ``.NAME.lock`` beside it (holds the writer's pid).
+
+    >>> lock_path("out/restored.jsonl").as_posix()
+    'out/.restored.jsonl.lock'
+    """
+    target = Path(path)
+    return target.with_name(f".{target.name}.lock")
+
+
+def stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Temporary files :func:`atomic_output` left beside ``path`` (a run killed before its rename).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for name in (".out.txt.k2j_9xqa.tmp", ".out.txt.lock", ".other.txt.k2j_9xqa.tmp", "out.txt"):
+    ...     _ = (d / name).write_text("")
+    >>> [p.name for p in stale_temp_files(d / "out.txt")]
+    ['.out.txt.k2j_9xqa.tmp']
+    """
+    target = Path(path)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+    return sorted(p for p in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}") if pattern.fullmatch(p.name))
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike | None) -> Iterator[None]:
+    """Be the only run writing ``path`` for the duration of the block (nothing to do for stdout).
+
+    An exclusive, non-blocking ``flock`` on :func:`lock_path`: a second run on the same output
+    stops at once with one line naming the running one's pid, instead of writing every record
+    twice. The kernel drops the lock when its holder dies, even by SIGKILL, so a stale lock file
+    never blocks; the holder deletes the file at the end. Holding the lock, the run also removes
+    the temporary files a killed earlier run left (:func:`stale_temp_files`).
+    """
+    if path is None or str(path) == STDIO:
+        yield
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise RestoreError(f"{target.parent}: output directory does not exist")
+    lock = lock_path(target)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RestoreError(f"{lock}: cannot create the output's lock file ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise RestoreError(
+                f"{target}: another restore run ({who}) is writing this output; wait for it or choose another -o"
+            ) from None
+        # The previous holder deletes the file when it is done; a lock on a deleted file guards nothing.
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        for stale in stale_temp_files(target):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)

@@ -70,3 +70,15 @@ def restorer_options(monkeypatch):
         monkeypatch.setattr(Restorer, "__init__", lambda self, *args, **kw: init(self, *args, **{**kw, **options}))
 
     return apply
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread: on a busy 2-core machine a 2-thread pool makes tiny generations 100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # keeps restore.infer from raising the thread count
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -276,18 +276,6 @@ def test_cli_errors_are_one_line(capsys, pairs_file, argv, message):
 
 
 # --- a model (restore.infer) -------------------------------------------------------------------------
-@pytest.fixture
-def one_thread(monkeypatch):
-    """One torch thread: on a busy 2-core machine a 2-thread pool makes tiny generations 100x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # keeps restore.infer from raising the thread count
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_cli_with_tiny_model(tmp_path, capsys, pair_records, tiny_model_dir, one_thread):
     if importlib.util.find_spec("restore.infer") is None:
         pytest.skip("restore.infer is not in this checkout yet (model-based eval needs Restorer)")

@@ -1,0 +1,236 @@
+"""restore infer as a process: one writer per output, killed runs resume, SIGTERM like Ctrl-C, no litter.
+
+Killed runs are real processes (SIGKILL cannot be simulated); the reruns and the uninterrupted
+reference run in this process. The model is the tiny test model made to end every output at
+once (a large ``</s>`` bias), so a run is quick and deterministic and every chunk goes through
+the faithfulness repair, as a real run's unfaithful chunks do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from restore.cli import main
+from restore.corrupt import corrupt
+from restore.textio import lock_path, output_lock, partial_path, stale_temp_files
+
+EOS = 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """The in-process runs use one torch thread, like the killed runs (OMP_NUM_THREADS=1)."""
+
+
+@pytest.fixture(scope="module")
+def quick_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    from restore.model import load_pretrained
+
+    import torch
+
+    out = tmp_path_factory.mktemp("quick_model")
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            shutil.copy(path, out / path.name)
+    model = load_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = 50.0
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def records(wiki_texts) -> list[dict]:
+    """232 records, ~3,700 chunks of 16 tokens: a run takes seconds, several windows."""
+    return [{"id": f"{r}-{k}", "source": corrupt(text)} for r in range(8) for k, text in enumerate(wiki_texts)]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def infer_argv(model: Path, *argv: str) -> list[str]:
+    return ["infer", *argv, "--model", str(model), "--backend", "torch", "--device", "cpu"]
+
+
+def start_infer(model: Path, *argv: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "restore", *infer_argv(model, *argv)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll ``condition`` while ``process`` runs; fail if it ends first (it must be killed mid-run)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before it could be killed: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("timed out waiting for the run")
+        time.sleep(0.02)
+
+
+def complete_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def leftovers(directory: Path, name: str) -> list[str]:
+    """Our files beside an output other than the output itself: .part, lock and temporary files."""
+    return sorted(p.name for p in directory.iterdir() if p.name != name and name in p.name)
+
+
+# --- killed runs resume, nothing lost or duplicated ------------------------------------------------
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, capsys, quick_model_dir, records):
+    data = write_jsonl(tmp_path / "in.jsonl", records)
+    out, whole = tmp_path / "out.jsonl", tmp_path / "whole.jsonl"
+    process = start_infer(quick_model_dir, str(data), "-o", str(out), "--no-faithful")
+    wait_for(lambda: complete_lines(partial_path(out)) > 0, process)  # the first window's records
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = complete_lines(partial_path(out))
+    assert 0 < saved < len(records) and not out.exists()
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(out), "--no-faithful")) == 0
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(whole), "--no-faithful")) == 0
+    resumed = capsys.readouterr().err.splitlines()[0]
+    assert f"{len(records) - saved} documents" in resumed  # the saved records were not restored again
+    assert out.read_bytes() == whole.read_bytes()
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [r["id"] for r in records]
+    assert leftovers(tmp_path, "out.jsonl") == []
+
+
+def test_first_records_are_written_after_a_few_hundred_chunks(tmp_path, quick_model_dir, records, monkeypatch):
+    """The .part file grows window by window (the first window is MIN_WINDOW_CHUNKS chunks)."""
+    from restore import infer, textio
+
+    data = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    seen: list[tuple[int, int]] = []  # (chunks restored so far, records in the .part file) at each window
+    restore_window = infer.Restorer._restore_window
+
+    def watched(self, plans):
+        seen.append((self.stats.chunks, complete_lines(textio.partial_path(out))))
+        return restore_window(self, plans)
+
+    monkeypatch.setattr(infer.Restorer, "_restore_window", watched)
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(out), "--no-faithful")) == 0
+    assert len(seen) >= 2 and seen[0] == (0, 0)
+    chunks_at_second, written_at_second = seen[1]
+    assert infer.MIN_WINDOW_CHUNKS <= chunks_at_second < infer.MIN_WINDOW_CHUNKS + 200 and written_at_second > 0
+    assert [n for _, n in seen] == sorted(n for _, n in seen)
+
+
+# --- one writer per output -------------------------------------------------------------------------
+HOLD_LOCK = """
+import sys
+from restore.textio import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_run_on_the_same_output_stops_and_names_the_first(tmp_path, capsys, quick_model_dir, records):
+    data = write_jsonl(tmp_path / "in.jsonl", records[:20])
+    out = tmp_path / "out.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert main(infer_argv(quick_model_dir, str(data), "-o", str(out))) == 1
+        err = capsys.readouterr().err
+        assert err == (
+            f"restore infer: error: {out}: another restore run (pid {holder.pid}) is writing this output; "
+            "wait for it or choose another -o\n"
+        )
+        assert not out.exists() and not partial_path(out).exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(out))) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [r["id"] for r in records[:20]]
+    assert leftovers(tmp_path, "out.jsonl") == []
+
+
+def test_a_killed_holder_does_not_block_the_next_run(tmp_path):
+    out = tmp_path / "out.txt"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline() == "locked\n"
+    holder.kill()
+    holder.wait()
+    assert lock_path(out).read_text() == f"{holder.pid}\n"  # left behind by the killed holder
+    with output_lock(out):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+    assert not lock_path(out).exists()
+
+
+def test_output_lock_is_exclusive_within_a_process_too(tmp_path):
+    from restore.errors import RestoreError
+
+    with output_lock(tmp_path / "out.txt"):
+        with pytest.raises(RestoreError, match=f"pid {os.getpid()}"):
+            with output_lock(tmp_path / "out.txt"):
+                pass
+    with output_lock(tmp_path / "out.txt"):  # released at the end of the block
+        pass
+
+
+# --- SIGTERM like Ctrl-C; temporary files of killed runs are removed -------------------------------
+@pytest.mark.parametrize("kind", ["txt", "jsonl"])
+def test_sigterm_is_one_line_exit_143_and_cleans_up(tmp_path, capsys, quick_model_dir, records, monkeypatch, kind):
+    from restore import infer
+
+    if kind == "txt":  # one document per file
+        inputs = [tmp_path / f"in{k}.txt" for k in range(40)]
+        for path, record in zip(inputs, records):
+            path.write_text(record["source"] + "\n", encoding="utf-8")
+    else:
+        inputs = [write_jsonl(tmp_path / "in.jsonl", records[:40])]
+    out = tmp_path / f"out.{kind}"
+    handler = signal.getsignal(signal.SIGTERM)
+    restore_window = infer.Restorer._restore_window
+    windows = []
+
+    def terminated_in_second_window(self, plans):
+        windows.append(len(plans))
+        if len(windows) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered in the middle of the run
+        return restore_window(self, plans)
+
+    monkeypatch.setattr(infer.Restorer, "_restore_window", terminated_in_second_window)
+    assert main(infer_argv(quick_model_dir, *map(str, inputs), "-o", str(out), "--no-faithful")) == 143
+    assert capsys.readouterr().err == "restore infer: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is handler  # ours is only installed for the run
+    assert len(windows) == 2
+    assert not out.exists()
+    if kind == "txt":
+        assert leftovers(tmp_path, out.name) == []  # the temporary file is gone
+    else:
+        assert leftovers(tmp_path, out.name) == [partial_path(out).name]  # kept to resume
+        assert complete_lines(partial_path(out)) == windows[0]
+
+
+def test_temporary_file_of_a_killed_text_run_is_removed_by_the_next_run(tmp_path, capsys, quick_model_dir, records):
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(r["source"] for r in records) + "\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    process = start_infer(quick_model_dir, str(data), "-o", str(out))
+    wait_for(lambda: stale_temp_files(out), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(stale_temp_files(out)) == 1 and lock_path(out).exists() and not out.exists()
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(out), "--no-faithful")) == 0
+    assert leftovers(tmp_path, "out.txt") == [] and out.is_file()
