@@ -73,6 +73,7 @@ def read_model_info(directory: str | Path) -> ModelInfo:
         raise RestoreError(f"{path}: not a complete restore model (missing {', '.join(missing)})")
     if not any(path.glob("*.safetensors")):
         raise RestoreError(f"{path}: not a complete restore model (no *.safetensors weights)")
+    check_model_files(path)
     try:
         payload = json.loads((path / RESTORE_JSON).read_text(encoding="utf-8"))
         if payload.get("format") != FORMAT:
@@ -99,6 +100,43 @@ def _chunking_fields(raw: dict) -> dict:
 
 
 LEGACY_CHUNKING_KEYS = {"max_source_tokens": "max_source_words"}
+
+
+# JSON files transformers reads from a model directory (each checked when present).
+JSON_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def check_model_files(directory: str | Path) -> None:
+    """One clear error naming the file if a model file is truncated or corrupt.
+
+    Every JSON file must parse and every ``*.safetensors`` header must match the file's size
+    (what a copy cut short breaks), before transformers reads them with long tracebacks or
+    messages that blame another file.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "config.json").write_text('{"d_model": 2')
+    >>> check_model_files(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    restore.errors.RestoreError: .../config.json: corrupt or truncated JSON (Expecting ',' delimiter: line 1 column 14 (char 13))
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(directory)
+    for name in JSON_FILES:
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_bytes())
+        except (ValueError, OSError) as e:  # UnicodeDecodeError is a ValueError
+            raise RestoreError(f"{file}: corrupt or truncated JSON ({str(e).splitlines()[0]})") from None
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise RestoreError(f"{file}: corrupt or truncated weights ({str(e).splitlines()[0]})") from None
 
 
 def default_model_dir() -> Path:

@@ -262,13 +262,13 @@ class Restorer:
             backend = choice.name
             options = {**options, **choice.options, "reason": choice.reason}
         factory = _backend_factory(backend)
-        tokenizer = _load_tokenizer(info.path)
-        try:
+        try:  # config.json first: the tokenizer reads it too, and would take the blame for it
             max_positions = AutoConfig.from_pretrained(info.path).max_position_embeddings
-        except (OSError, ValueError, AttributeError) as e:
-            raise RestoreError(f"{info.path}: cannot read config.json ({str(e).splitlines()[0]})") from None
-        generator = factory(info.path, resolved, dtype_for(resolved), **options)
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise RestoreError(f"{info.path / 'config.json'}: cannot read the model config ({str(e).splitlines()[0]})") from None
+        tokenizer = _load_tokenizer(info.path)
         own["lexicon"] = _load_lexicon(info.path)
+        generator = factory(info.path, resolved, dtype_for(resolved), **options)
         return cls(
             tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
             num_beams=num_beams, max_positions=max_positions, **own,

@@ -66,8 +66,14 @@ class Lexicon:
         path = Path(directory) / LEXICON_FILE
         if not path.is_file():
             raise RestoreError(f"{directory}: no {LEXICON_FILE} (train a model with restore train to get one)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return cls(json.load(f))
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                forms = json.load(f)
+        except (OSError, EOFError, ValueError) as e:  # truncated or not gzip/JSON/UTF-8
+            raise RestoreError(f"{path}: corrupt or truncated ({str(e).splitlines()[0]})") from None
+        if not isinstance(forms, dict):
+            raise RestoreError(f"{path}: corrupt (expected a JSON object of surface forms)")
+        return cls(forms)
 
 
 def count_surface_forms(texts: Iterable[str]) -> dict[str, Counter]:

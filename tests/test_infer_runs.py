@@ -234,3 +234,36 @@ def test_temporary_file_of_a_killed_text_run_is_removed_by_the_next_run(tmp_path
     assert len(stale_temp_files(out)) == 1 and lock_path(out).exists() and not out.exists()
     assert main(infer_argv(quick_model_dir, str(data), "-o", str(out), "--no-faithful")) == 0
     assert leftovers(tmp_path, "out.txt") == [] and out.is_file()
+
+
+# --- a corrupt model file is one line naming it ------------------------------------------------------
+@pytest.mark.parametrize("command", ["infer", "eval"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "lexicon.json.gz"]
+)
+def test_truncated_model_file_is_one_line_naming_it(tmp_path, capsys, tiny_model_dir, command, name):
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            shutil.copy(path, model / path.name)
+    data = (model / name).read_bytes()
+    (model / name).write_bytes(data[: len(data) // 2])  # a copy cut short
+    (tmp_path / "in.txt").write_text("leon trotski born 1879 .\n")
+    if command == "infer":
+        argv = infer_argv(model, str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"))
+    else:
+        argv = ["eval", "--data", str(tmp_path / "in.txt"), "--model", str(model), "--backend", "torch", "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"restore {command}: error: {model / name}: corrupt or truncated"), err
+
+
+def test_a_config_json_transformers_cannot_use_is_blamed_on_config_json(tmp_path, capsys, tiny_model_dir):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("ctranslate2-*"))
+    (model / "config.json").write_text("{}")  # valid JSON, but no model type (the tokenizer reads it too)
+    (tmp_path / "in.txt").write_text("leon trotski born 1879 .\n")
+    assert main(infer_argv(model, str(tmp_path / "in.txt"))) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"restore infer: error: {model / 'config.json'}: cannot read the model config")
