@@ -167,7 +167,8 @@ class InferStats:
     """Counters of a restoration run (for progress and the summary line)."""
 
     documents: int = 0
-    chunks: int = 0
+    chunks: int = 0  # chunks restored (each once)
+    redecoded: int = 0  # chunks (or junction spans) generated again with beams to make them faithful
     batches: int = 0
     generated_tokens: int = 0
     generate_seconds: float = 0.0
@@ -333,14 +334,19 @@ class Restorer:
         return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
 
     def _beam_candidates(self, chunks: list[str]) -> list[list[str]]:
-        return self.chunk_candidates(chunks, self.faithful_beams, self.faithful_beams)
+        return self.chunk_candidates(chunks, self.faithful_beams, self.faithful_beams, redecode=True)
 
-    def chunk_candidates(self, chunks: list[str], num_beams: int, num_return_sequences: int) -> list[list[str]]:
-        """``num_return_sequences`` restorations of each chunk (best first), e.g. to repair with beams."""
+    def chunk_candidates(
+        self, chunks: list[str], num_beams: int, num_return_sequences: int, *, redecode: bool = False
+    ) -> list[list[str]]:
+        """``num_return_sequences`` restorations of each chunk (best first), e.g. to repair with beams.
+
+        ``redecode``: these chunks were restored before (counted as re-decoded, not as chunks).
+        """
         if not chunks:
             return []
         pieces, owners = self._fit_to_encoder(chunks)
-        generated = self.generate_ids(pieces, num_beams, num_return_sequences)
+        generated = self.generate_ids(pieces, num_beams, num_return_sequences, redecode=redecode)
         texts = self.tokenizer.batch_decode([ids for per_piece in generated for ids in per_piece], skip_special_tokens=True)
         result: list[list[list[str]]] = [[] for _ in chunks]
         for k, owner in enumerate(owners):
@@ -372,7 +378,9 @@ class Restorer:
         return result
 
     # generation -----------------------------------------------------------------------------------
-    def generate_ids(self, inputs: list[list[int]], num_beams: int, num_return_sequences: int = 1) -> list[list[list[int]]]:
+    def generate_ids(
+        self, inputs: list[list[int]], num_beams: int, num_return_sequences: int = 1, *, redecode: bool = False
+    ) -> list[list[list[int]]]:
         """Generated ids per input (``num_return_sequences`` each): sorted, batched by budget, back in order."""
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]), reverse=True)
         limits = [self.new_tokens.limit(len(inputs[i])) for i in order]
@@ -387,7 +395,10 @@ class Restorer:
                 # The batch ran to its longest limit; greedy output cut at each chunk's own limit
                 # equals generating that chunk alone.
                 results[i] = [ids[:limit] for ids in per_input]
-            self.stats.chunks += len(rows)
+            if redecode:
+                self.stats.redecoded += len(rows)
+            else:
+                self.stats.chunks += len(rows)
             self.stats.batches += 1
             if self.progress:
                 self.progress(self.stats)
@@ -510,13 +521,17 @@ def run_infer_cli(args) -> None:
 
 
 def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float) -> str:
-    """The one line printed at the end of a run."""
+    """The one line printed at the end of a run: work done, the engine, speed, faithfulness.
+
+    ``chunks`` counts each chunk once; chunks generated again with beams (to make them
+    faithful) are counted apart, as ``re-decoded``.
+    """
     s = restorer.stats
     rate = s.generated_tokens / restore_seconds if restore_seconds > 0 else 0.0
     oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
     return (
-        f"restore infer: {restorer.generator.describe()}: {s.documents} documents, {s.chunks} chunks, "
-        f"{s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
+        f"restore infer: {s.documents} documents, {s.chunks} chunks, {s.redecoded} re-decoded with beams; "
+        f"engine: {restorer.generator.describe()}; {s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
         f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
     )
 

@@ -388,7 +388,8 @@ def test_cli_with_a_real_model(tmp_path, capsys, varied_model_dir, sources):
     code, _, err = run_cli(capsys, str(data), "-o", str(out), "--model", str(varied_model_dir), "--device", "cpu")
     assert code == 0, err
     assert [set(json.loads(line)) for line in out.read_text().splitlines()] == [{"id", "source", "extra", "restored"}] * 3
-    assert err.count("\n") == 1 and err.startswith("restore infer: torch float32, cpu (") and "(--backend torch)" in err
+    assert err.count("\n") == 1 and err.startswith("restore infer: 3 documents, ")
+    assert "; engine: torch float32, cpu (" in err and "(--backend torch)" in err
 
 
 def test_cli_empty_input_gives_empty_output(tmp_path, capsys, tiny_model_dir):

@@ -267,3 +267,36 @@ def test_a_config_json_transformers_cannot_use_is_blamed_on_config_json(tmp_path
     assert main(infer_argv(model, str(tmp_path / "in.txt"))) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(f"restore infer: error: {model / 'config.json'}: cannot read the model config")
+
+
+# --- the summary line ------------------------------------------------------------------------------------
+def test_summary_counts_chunks_once_and_re_decodes_apart(tmp_path, capsys, quick_model_dir, records):
+    from restore.chunking import chunk_text
+    from restore.checkpoint import read_model_info
+
+    source = records[0]["source"]
+    chunks = len(chunk_text(source, read_model_info(quick_model_dir).chunking))
+    (tmp_path / "in.txt").write_text(source + "\n")
+    assert main(infer_argv(quick_model_dir, str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"))) == 0
+    err = capsys.readouterr().err
+    # Every (empty) greedy output fails the check, so every chunk is re-decoded once with beams.
+    assert err.startswith(f"restore infer: 1 documents, {chunks} chunks, {chunks} re-decoded with beams; ")
+    assert "; engine: torch float32, cpu (1 threads); " in err and f"faithful: {chunks} chunks, 100.0% failed greedy" in err
+
+
+def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from restore.chunking import ChunkConfig
+    from restore.infer import Restorer, summary_line
+
+    class Described:
+        def describe(self):
+            return "ctranslate2 int8, cpu, 2 workers x 1 thread"
+
+    restorer = Restorer(AutoTokenizer.from_pretrained(tiny_model_dir), Described(), ChunkConfig(), faithful=False)
+    line = summary_line(restorer, 1.0, 2.0)
+    assert line == (
+        "restore infer: 0 documents, 0 chunks, 0 re-decoded with beams; engine: ctranslate2 int8, cpu, 2 workers x 1 thread; "
+        "0 generated tokens, 0.0 tokens/s; faithful: off; wall 2.0 s"
+    )
