@@ -16,7 +16,10 @@ name, a number or a claim fails this check. This module checks, chooses and repa
   splits Punkt missed (and undo ones it made); if that is not enough, the chunk is rebuilt from
   the source tokens' surface forms, so the content tokens always come back;
 - :func:`make_faithful`: the batch driver used at inference (greedy -> beam -> repair) and
-  :class:`FaithfulStats`, the counts reported at the end of a run and by ``restore eval``.
+  :class:`FaithfulStats`, the counts reported at the end of a run and by ``restore eval``;
+- :func:`join_faithful`: chunks that pass alone can fail together (Punkt reads across a
+  junction: ``1346.`` + ``, probably`` is one token ``1346.``), so a line's joined text is
+  checked as the user will corrupt it, and failing junctions are re-decoded or repaired there.
 
 >>> src = "trotski born 1879 kherson ."
 >>> check("Trotsky was born in 1879 in Kherson.", src)
@@ -595,6 +598,11 @@ class FaithfulStats:
     repaired: int = 0  # ... and none did: the closest one was repaired
     still_unfaithful_exact: int = 0  # after repair, the round trip still differs (punctuation)
     still_unfaithful_content: int = 0  # after repair, even content tokens differ (should be 0)
+    # Junctions: every chunk passes alone, but the text read as a whole (Punkt sees across chunks) may not.
+    failed_junctions: int = 0  # junctions of two faithful chunks whose joined text is not faithful
+    junctions_fixed_by_beam: int = 0  # ... fixed by a beam re-decode of the chunks around them together
+    junctions_repaired: int = 0  # ... fixed by editing the joined text
+    unfaithful_lines: int = 0  # lines (what a user corrupts as one text) still unfaithful as a whole
 
     def merge(self, other: "FaithfulStats") -> "FaithfulStats":
         for name, value in asdict(other).items():
@@ -620,10 +628,16 @@ class FaithfulStats:
         def pct(v: int) -> str:
             return f"{100 * v / self.chunks:.1f}%" if self.chunks else "0.0%"
 
+        junctions = (
+            f", {self.failed_junctions} failed junctions ({self.junctions_fixed_by_beam} fixed by beam, "
+            f"{self.junctions_repaired} repaired), {self.unfaithful_lines} unfaithful lines"
+            if self.failed_junctions or self.unfaithful_lines
+            else ""
+        )
         return (
             f"faithful: {self.chunks} chunks, {pct(self.failed_greedy)} failed greedy, "
             f"{pct(self.fixed_by_beam)} fixed by beam, {pct(self.repaired)} repaired, "
-            f"{self.still_unfaithful_exact} inexact, {self.still_unfaithful_content} content-unfaithful"
+            f"{self.still_unfaithful_exact} inexact, {self.still_unfaithful_content} content-unfaithful{junctions}"
         )
 
 
@@ -671,3 +685,102 @@ def make_faithful(
             stats.still_unfaithful_exact += 1
             stats.still_unfaithful_content += not check_content(result[i], sources[i])
     return result
+
+
+# --- junctions: a line read as a whole -------------------------------------------------------------
+# A sentence that starts with punctuation (its stopwords were dropped: "From there, ...") needs a
+# word before it, or Punkt reads on past the period ("1346. , probably" keeps "1346." whole).
+SENTENCE_OPENER = "Then"  # a stopword: it leaves the corrupted tokens as they are
+
+
+def join_faithful(
+    sources: Sequence[str],
+    outputs: Sequence[str],
+    joiners: Sequence[str],
+    redecode: Redecoder | None = None,
+    lexicon: Lexicon | SurfaceForms | None = None,
+    stats: FaithfulStats | None = None,
+) -> str:
+    """One line's text from its chunk outputs (each faithful alone), faithful as a whole.
+
+    The joined text must corrupt back to the joined sources, as when the user corrupts the
+    line as one text. Where two neighbours fail together, the chunks around the junction are
+    re-decoded together (``redecode``, one call; the first passing hypothesis wins), else a
+    sentence opener is put in where a sentence starts with punctuation, else the joined text
+    of the two is repaired. A line still unfaithful is repaired as a whole (last resort).
+
+    >>> sources = ["plagu reach crimea 1346 .", ", probabl carri flea"]
+    >>> outputs = ["The plague reached Crimea in 1346.", ", Probably carried by fleas"]
+    >>> check(" ".join(outputs), " ".join(sources))
+    False
+    >>> join_faithful(sources, outputs, ["", " "], lexicon=Lexicon({"probabl": "probably"}))
+    'The plague reached Crimea in 1346. Then, probably carried by fleas'
+    """
+    stats = stats if stats is not None else FaithfulStats()
+    forms = lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)
+    source = " ".join(sources)
+    text = "".join(j + o for j, o in zip(joiners, outputs, strict=True))
+    if check(text, source):
+        return text
+    failing = [
+        k for k in range(1, len(outputs))
+        if not check(outputs[k - 1] + joiners[k] + outputs[k], sources[k - 1] + " " + sources[k])
+    ]  # fmt: skip
+    stats.failed_junctions += len(failing)
+    spans: list[list[int]] = []  # runs of chunks joined by failing junctions
+    for k in failing:
+        if spans and spans[-1][-1] == k - 1:
+            spans[-1].append(k)
+        else:
+            spans.append([k - 1, k])
+    span_sources = [" ".join(sources[i] for i in span) for span in spans]
+    beams = redecode(span_sources) if redecode and spans else [[] for _ in spans]
+    units = list(outputs)  # the text of each chunk, or of a whole span at its first chunk
+    for span, span_source, hypotheses in zip(spans, span_sources, beams):
+        joined = units[span[0]] + "".join(joiners[i] + outputs[i] for i in span[1:])
+        chosen = choose_faithful(hypotheses, span_source)
+        junctions = len(span) - 1
+        if chosen is not None:
+            stats.junctions_fixed_by_beam += junctions
+        else:
+            stats.junctions_repaired += junctions
+            chosen = _open_sentences(joined, [sources[i] for i in span], [outputs[i] for i in span],
+                                     [joiners[i] for i in span], span_source, forms)  # fmt: skip
+        units[span[0]] = chosen
+        for i in span[1:]:
+            units[i] = None
+    text = "".join(j + u for j, u in zip(joiners, units) if u is not None)
+    if not check(text, source):
+        text = repair(text, source, forms)
+        stats.unfaithful_lines += not check(text, source)
+    return text
+
+
+def _open_sentences(
+    joined: str, sources: list[str], outputs: list[str], joiners: list[str], source: str, forms: SurfaceForms
+) -> str:
+    """Faithful text of a span: put :data:`SENTENCE_OPENER` before a chunk that opens a sentence
+    with punctuation (lowering the word after it where that corrupts the same), else repair.
+
+    >>> _open_sentences("", ["born 1879 .", "; left"], ["Born in 1879.", "; He left"], ["", " "],
+    ...                 "born 1879 . ; left", SurfaceForms())
+    'Born in 1879. Then; he left'
+    """
+    parts = [outputs[0]]
+    for k in range(1, len(outputs)):
+        first, last = sources[k].split()[:1], sources[k - 1].split()[-1:]
+        right = outputs[k]
+        if first and last and last[0] in _TERMINATORS and _kind(first[0]) == "left" and right.startswith(first[0]):
+            rest = right[len(first[0]) :]
+            word = rest.lstrip()
+            head = word.split(" ", 1)[0]
+            stems = corrupt_tokens(head)
+            # a common word (a stopword, or lower case in the lexicon) no longer starts the sentence
+            common = not stems or bool(forms.lexicon and forms.lexicon.forms.get(stems[0], "")[:1].islower())
+            lowered = word[:1].lower() + word[1:]
+            if word[:1].isupper() and common and corrupt_tokens(lowered.split(" ", 1)[0]) == stems:
+                rest = rest[: len(rest) - len(word)] + lowered
+            right = SENTENCE_OPENER + first[0] + rest
+        parts.append(joiners[k] + right)
+    opened = "".join(parts)
+    return opened if check(opened, source) else repair(joined, source, forms)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 from restore.batching import budget_batches
 from restore.chunking import CHUNK_JOINER, ChunkConfig, chunk_text, chunk_joiner
 from restore.errors import RestoreError
-from restore.faithful import FaithfulStats, SurfaceForms, make_faithful
+from restore.faithful import FaithfulStats, SurfaceForms, join_faithful, make_faithful
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
     import torch
@@ -317,8 +317,30 @@ class Restorer:
         restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
-            restored.append(assemble([next(outputs) for _ in chunks], joiners))
+            document = [next(outputs) for _ in chunks]
+            restored.append(self.join_lines(chunks, document, joiners) if self.faithful else assemble(document, joiners))
         return restored
+
+    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str]) -> str:
+        """A document from its chunk outputs, each line faithful as a whole (restore.faithful.join_faithful).
+
+        A line is what a user corrupts as one text: the chunks between line breaks (a chunk
+        that starts a heading stays with the line before it).
+        """
+        lines: list[list[int]] = []
+        for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
+            if k == 0 or (joiner == LINE_JOINER and not starts_with_heading(chunk)):
+                lines.append([])
+            lines[-1].append(k)
+        tidy = [_tidy_spaces(output) for output in outputs]
+        return "".join(
+            joiners[line[0]]
+            + join_faithful(
+                [chunks[k] for k in line], [tidy[k] for k in line], [""] + [joiners[k] for k in line[1:]],
+                self._beam_candidates, self.surface_forms, self.stats.faithful,
+            )
+            for line in lines
+        )  # fmt: skip
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(self, chunks: list[str], num_beams: int | None = None) -> list[str]:

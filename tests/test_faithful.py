@@ -16,6 +16,7 @@ from restore.faithful import (
     choose_faithful,
     closest,
     content_tokens,
+    join_faithful,
     make_faithful,
     render,
     repair,
@@ -311,9 +312,9 @@ def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monke
     calls = []
     candidates = restorer.chunk_candidates
 
-    def recording(chunks, num_beams, num_return_sequences):
+    def recording(chunks, num_beams, num_return_sequences, **options):
         calls.append((len(chunks), num_beams, num_return_sequences))
-        return candidates(chunks, num_beams, num_return_sequences)
+        return candidates(chunks, num_beams, num_return_sequences, **options)
 
     monkeypatch.setattr(restorer, "chunk_candidates", recording)
     restored = restorer.restore_chunks(model_chunks)
@@ -334,7 +335,8 @@ def test_restored_documents_round_trip(tiny_model_dir, monkeypatch):
     restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful_beams=2)
     source = "# # earli life trotski born 1879 kherson . father , david , farmer . `` revolut '' came 1917 ."
     restored = restorer.restore(source)
-    assert check_content(restored, source)
+    assert restorer.stats.chunks > 1  # several chunks, joined
+    assert check(restored, source)  # the whole document, read as one text, corrupts back exactly
 
 
 def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, restorer_options):
@@ -352,3 +354,70 @@ def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, rest
     assert check(out.read_text(encoding="utf-8").strip(), "leon trotski born 1879 kherson . father farmer .")
     assert main(["infer", str(text), "-o", str(out), "--model", str(tiny_model_dir), "--no-faithful"]) == 0
     assert "faithful: off" in capsys.readouterr().err
+
+
+# --- junctions: chunks faithful alone, the line read as one text ------------------------------------------
+CRIMEA = ["black death plagu reach crimea 1346 .", ", probabl carri flea black rat"]
+CRIMEA_OUT = ["The Black Death plague reached Crimea by 1346.", ", Probably carried by fleas on black rats"]
+
+
+def test_join_faithful_repairs_the_junction_punkt_reads_across():
+    assert all(check(o, s) for o, s in zip(CRIMEA_OUT, CRIMEA))  # each chunk passes on its own
+    assert not check(" ".join(CRIMEA_OUT), " ".join(CRIMEA))  # ... but "1346. ," is one token "1346."
+    stats = FaithfulStats()
+    calls = []
+
+    def unhelpful_beam(sources):
+        calls.append(sources)
+        return [[" ".join(CRIMEA_OUT)] for _ in sources]
+
+    lexicon = Lexicon({"probabl": "probably", "black": "black"})
+    text = join_faithful(CRIMEA, CRIMEA_OUT, ["", " "], unhelpful_beam, lexicon, stats)
+    assert text == "The Black Death plague reached Crimea by 1346. Then, probably carried by fleas on black rats"
+    assert check(text, " ".join(CRIMEA))
+    assert calls == [[" ".join(CRIMEA)]]  # the two chunks re-decoded together, once
+    assert (stats.failed_junctions, stats.junctions_fixed_by_beam, stats.junctions_repaired, stats.unfaithful_lines) == (1, 0, 1, 0)
+    assert "1 failed junctions (0 fixed by beam, 1 repaired), 0 unfaithful lines" in stats.summary()
+
+
+def test_join_faithful_takes_a_faithful_beam_of_the_joined_chunks():
+    good = "The Black Death plague reached Crimea by 1346. From there, probably carried by fleas on black rats"
+    stats = FaithfulStats()
+    text = join_faithful(CRIMEA, CRIMEA_OUT, ["", " "], lambda sources: [["wrong", good] for _ in sources], None, stats)
+    assert text == good and (stats.junctions_fixed_by_beam, stats.junctions_repaired) == (1, 0)
+
+
+def test_join_faithful_leaves_passing_lines_alone():
+    stats = FaithfulStats()
+    outputs = ["The plague reached Crimea by 1346.", "It was probably carried by fleas."]
+    sources = ["plagu reach crimea 1346 .", "probabl carri flea ."]
+    never = lambda sources: pytest.fail("nothing to re-decode")  # noqa: E731
+    assert join_faithful(sources, outputs, ["", " "], never, None, stats) == " ".join(outputs)
+    assert stats == FaithfulStats()
+
+
+def test_restorer_checks_the_junctions_of_the_document(tiny_model_dir):
+    """The issue's case end to end: a model that restores each chunk faithfully, the document not."""
+    from transformers import AutoTokenizer
+
+    from restore.chunking import ChunkConfig
+    from restore.infer import Restorer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    table = {**dict(zip(CRIMEA, CRIMEA_OUT)), "second line .": "The second line."}
+
+    class TableModel:  # the "model": a fixed restoration per chunk; nothing for anything else
+        def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **_):
+            texts = tokenizer.batch_decode(batch, skip_special_tokens=True)
+            outs = [tokenizer(table.get(t, ""), add_special_tokens=False)["input_ids"] for t in texts]
+            return [ids for ids in outs for _ in range(num_return_sequences)]
+
+    lexicon = Lexicon({"probabl": "probably", "black": "black"})
+    restorer = Restorer(tokenizer, TableModel(), ChunkConfig(max_source_words=8), lexicon=lexicon)
+    document = " ".join(CRIMEA) + "\nsecond line ."
+    restored = restorer.restore(document)
+    assert restored.split("\n\n")[0] == "The Black Death plague reached Crimea by 1346. Then, probably carried by fleas on black rats"
+    assert [corrupt(line) for line in restored.split("\n\n")] == document.split("\n")
+    stats = restorer.stats
+    assert (stats.chunks, stats.faithful.failed_junctions, stats.faithful.unfaithful_lines) == (3, 1, 0)
+    assert stats.redecoded == 1  # the span of the failing junction, with beams
