@@ -277,21 +277,27 @@ def test_cli_errors_are_one_line(capsys, pairs_file, argv, message):
 
 # --- a model (restore.infer) -------------------------------------------------------------------------
 def test_cli_with_tiny_model(tmp_path, capsys, pair_records, tiny_model_dir, one_thread):
-    if importlib.util.find_spec("restore.infer") is None:
-        pytest.skip("restore.infer is not in this checkout yet (model-based eval needs Restorer)")
     # random weights generate up to the length limit: keep the inputs short
     short = sorted(pair_records, key=lambda r: len(r["source"].split()))[:3]
     data = write_jsonl(tmp_path / "short.jsonl", short)
     report = tmp_path / "model.json"
     code, out, err = run_cli(capsys, "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu",
-                             "--report", str(report))
+                             "--backend", "torch", "--report", str(report))  # fmt: skip
     assert code == 0, err
     payload = json.loads(report.read_text(encoding="utf-8"))
     assert payload["system"] == f"model:{tiny_model_dir.name}" and payload["timings"]["device"].startswith("cpu")
     assert payload["model"]["restore_json"]["chunking"]["max_source_words"] == 16
-    assert payload["data"]["items"] == 3 and 0.0 <= payload["scores"]["bleu"]["score"] <= 100.0
-    assert 0.0 <= payload["scores"]["faithfulness"]["roundtrip_exact"] <= 100.0
-    assert payload["timings"]["restorer_stats"]["chunks"] >= 3
+    records = [json.loads(line) for line in report.with_suffix(".outputs.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["source"], r["target"]) for r in records] == [(r["source"], r["target"]) for r in short]
+    outputs, targets = [r["output"] for r in records], [r["target"] for r in short]
+    # Faithfulness is on: every output corrupts back to its source, whatever the random model wrote.
+    assert [corrupt(o) for o in outputs] == [r["source"] for r in short]
+    faith = payload["scores"]["faithfulness"]
+    assert (faith["roundtrip_exact"], faith["roundtrip_exact_count"], faith["content_f1"]) == (100.0, 3, 100.0)
+    # The scores are sacreBLEU's on exactly these outputs.
+    assert payload["scores"]["chunk_level_bleu"] == pytest.approx(sacrebleu.corpus_bleu(outputs, [targets]).score)
+    chunks = sum(len(chunk_text(r["source"], ChunkConfig(max_source_words=16))) for r in short)
+    assert payload["timings"]["restorer_stats"]["chunks"] == chunks
 
 
 def test_unknown_flag_prints_the_subcommands_usage(capsys):

@@ -282,9 +282,16 @@ def test_static_cache_gives_the_same_outputs_on_cpu(varied_model_dir, model_chun
     assert len(out[0]) == 3 and len(steps) == 3
 
 
-def test_device_auto_falls_back_to_cpu(varied_model_dir):
-    restorer = Restorer.from_pretrained(varied_model_dir, faithful=False, device="auto")
-    assert restorer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_device_auto_falls_back_to_cpu(varied_model_dir, model_chunks, monkeypatch):
+    """Without CUDA (simulated where there is one), ``auto`` restores on the CPU exactly as ``cpu`` does."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    auto = Restorer.from_pretrained(varied_model_dir, faithful=False, device="auto", backend="torch")
+    cpu = Restorer.from_pretrained(varied_model_dir, faithful=False, device="cpu", backend="torch")
+    assert auto.device == torch.device("cpu") and next(auto.generator.model.parameters()).device.type == "cpu"
+    assert next(auto.generator.model.parameters()).dtype == torch.float32  # fp32 on the CPU, never half
+    assert auto.restore_chunks(model_chunks[:4]) == cpu.restore_chunks(model_chunks[:4])
+    with pytest.raises(RestoreError, match="no CUDA GPU"):  # asking for CUDA explicitly is an error instead
+        Restorer.from_pretrained(varied_model_dir, device="cuda")
 
 
 # --- the command line ------------------------------------------------------------------------------
