@@ -298,7 +298,7 @@ def model_chunks(wiki_texts) -> list[str]:
     return [c for text in wiki_texts[:2] for c in chunk_text(corrupt(text), ChunkConfig(max_source_words=16))][:4]
 
 
-def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monkeypatch):
+def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monkeypatch, one_thread):
     from restore.infer import Restorer
 
     raw = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful=False)
@@ -329,7 +329,7 @@ def test_restorer_makes_every_chunk_faithful(tiny_model_dir, model_chunks, monke
     assert all(r == g for r, g, src in zip(restored, garbage, model_chunks) if check(g, src))
 
 
-def test_restored_documents_round_trip(tiny_model_dir, monkeypatch):
+def test_restored_documents_round_trip(tiny_model_dir, monkeypatch, one_thread):
     from restore.infer import Restorer
 
     restorer = Restorer.from_pretrained(tiny_model_dir, device="cpu", faithful_beams=2)
