@@ -770,7 +770,7 @@ def _open_sentences(
     for k in range(1, len(outputs)):
         first, last = sources[k].split()[:1], sources[k - 1].split()[-1:]
         right = outputs[k]
-        if first and last and last[0] in _TERMINATORS and _kind(first[0]) == "left" and right.startswith(first[0]):
+        if first and last and last[0] in TERMINATORS and _kind(first[0]) == "left" and right.startswith(first[0]):
             rest = right[len(first[0]) :]
             word = rest.lstrip()
             head = word.split(" ", 1)[0]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 from restore.batching import budget_batches
-from restore.chunking import CHUNK_JOINER, ChunkConfig, chunk_text, chunk_joiner
+from restore.chunking import CHUNK_JOINER, ChunkConfig, chunk_joiner, chunk_text, starts_with_heading
 from restore.errors import RestoreError
 from restore.faithful import FaithfulStats, SurfaceForms, join_faithful, make_faithful
 
@@ -180,6 +180,17 @@ class InferStats:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
 
 
+def next_window(chunks: int, seconds: float, largest: int = WINDOW_CHUNKS) -> int:
+    """Chunks in the next window, given that the last ``chunks`` took ``seconds``: about
+    :data:`FLUSH_SECONDS` of work, at least :data:`MIN_WINDOW_CHUNKS`, at most ``largest``.
+
+    >>> next_window(256, 0.5), next_window(256, 10.0), next_window(256, 0.0), next_window(256, 0.5, largest=20)
+    (2560, 256, 4096, 20)
+    """
+    rate = chunks / seconds if seconds > 0 else math.inf
+    return int(max(min(MIN_WINDOW_CHUNKS, largest), min(rate * FLUSH_SECONDS, largest)))
+
+
 # --- the restorer ----------------------------------------------------------------------------------
 class Restorer:
     """Restores corrupted documents with a model (see the module docstring for how).
@@ -283,7 +294,7 @@ class Restorer:
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
         """Restored documents, in order, consuming the input lazily in windows of chunks.
 
-        Windows are sized to take about :data:`FLUSH_SECONDS` each (see :meth:`next_window`),
+        Windows are sized to take about :data:`FLUSH_SECONDS` each (see :func:`next_window`),
         so finished documents come out at least every few seconds or few hundred chunks.
         """
         window: list[tuple[list[str], list[str]]] = []
@@ -296,21 +307,10 @@ class Restorer:
             if size >= limit:
                 start = time.perf_counter()
                 restored = self._restore_window(window)
-                limit = self.next_window(size, time.perf_counter() - start)
+                limit = next_window(size, time.perf_counter() - start, self.window_chunks)
                 yield from restored
                 window, size = [], 0
         yield from self._restore_window(window)
-
-    def next_window(self, chunks: int, seconds: float) -> int:
-        """Chunks in the next window, from how long the last one took (about :data:`FLUSH_SECONDS`).
-
-        >>> r = Restorer(None, None, ChunkConfig())
-        >>> r.next_window(256, 0.5), r.next_window(256, 10.0), r.next_window(256, 0.0)
-        (2560, 256, 4096)
-        """
-        rate = chunks / seconds if seconds > 0 else math.inf
-        wanted = rate * FLUSH_SECONDS
-        return int(max(min(MIN_WINDOW_CHUNKS, self.window_chunks), min(wanted, self.window_chunks)))
 
     def _restore_window(self, plans: list[tuple[list[str], list[str]]]) -> list[str]:
         outputs = iter(self.restore_chunks([chunk for chunks, _ in plans for chunk in chunks]))

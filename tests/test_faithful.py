@@ -407,6 +407,8 @@ def test_restorer_checks_the_junctions_of_the_document(tiny_model_dir):
     table = {**dict(zip(CRIMEA, CRIMEA_OUT)), "second line .": "The second line."}
 
     class TableModel:  # the "model": a fixed restoration per chunk; nothing for anything else
+        batch_tokens = 16384
+
         def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **_):
             texts = tokenizer.batch_decode(batch, skip_special_tokens=True)
             outs = [tokenizer(table.get(t, ""), add_special_tokens=False)["input_ids"] for t in texts]

@@ -296,6 +296,8 @@ def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
     from restore.infer import Restorer, summary_line
 
     class Described:
+        batch_tokens = 16384
+
         def describe(self):
             return "ctranslate2 int8, cpu, 2 workers x 1 thread"
 
