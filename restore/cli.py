@@ -175,7 +175,16 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame) -> None:
+    if os.getpid() != _SIGTERM_OWNER[0]:
+        # A forked worker (e.g. of datasets.map) inherited the handler: its pool stops it with
+        # SIGTERM, so it must die as by default, not unwind like the parent (that hangs the pool).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated
+
+
+_SIGTERM_OWNER = [0]  # the pid that installed the handler
 
 
 @contextlib.contextmanager
@@ -183,6 +192,7 @@ def _sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
+    _SIGTERM_OWNER[0] = os.getpid()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
