@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 import re
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
@@ -191,6 +193,17 @@ def next_window(chunks: int, seconds: float, largest: int = WINDOW_CHUNKS) -> in
     return int(max(min(MIN_WINDOW_CHUNKS, largest), min(rate * FLUSH_SECONDS, largest)))
 
 
+class _WindowSize:
+    """Chunks per window of a run: :data:`MIN_WINDOW_CHUNKS` first, then :func:`next_window` of the last."""
+
+    def __init__(self, largest: int) -> None:
+        self.largest = largest
+        self.limit = min(MIN_WINDOW_CHUNKS, largest)
+
+    def took(self, plans: list[tuple[list[str], list[str]]], seconds: float) -> None:
+        self.limit = next_window(sum(len(chunks) for chunks, _ in plans), seconds, self.largest)
+
+
 # --- the restorer ----------------------------------------------------------------------------------
 class Restorer:
     """Restores corrupted documents with a model (see the module docstring for how).
@@ -216,6 +229,7 @@ class Restorer:
         progress: Callable[[InferStats], None] | None = None,
         faithful: bool = True,
         lexicon=None,
+        overlap: bool | None = None,
     ):
         import torch
 
@@ -238,6 +252,10 @@ class Restorer:
         # the lexicon (restore.lexicon.Lexicon, from the model dir) gives repaired words their surface form.
         self.faithful = faithful
         self.surface_forms = SurfaceForms(lexicon)
+        # Overlap (default on CUDA): the next window's generation runs in a worker thread while this
+        # thread checks, repairs and assembles the current one (see restore_many).
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self._generating = threading.Lock()  # one batch on the generator at a time (worker vs beam repair)
 
     @classmethod
     def from_pretrained(
@@ -267,7 +285,7 @@ class Restorer:
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
-        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful") if k in options}
+        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap") if k in options}
         if isinstance(backend, str):
             compute_type = options.pop("compute_type", None) or "auto"
             choice = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type)
@@ -296,24 +314,49 @@ class Restorer:
 
         Windows are sized to take about :data:`FLUSH_SECONDS` each (see :func:`next_window`),
         so finished documents come out at least every few seconds or few hundred chunks.
+        With ``overlap``, window k+1's chunks are generated (:meth:`draft`) in a worker thread
+        while this thread checks, repairs and assembles window k: on a GPU the device then never
+        waits for that Python work (one window is read ahead). The outputs are the same.
         """
+        size = _WindowSize(self.window_chunks)
+        windows = self._windows(documents, size)
+        if not self.overlap:
+            for plans in windows:
+                start = time.perf_counter()
+                restored = self._restore_window(plans)
+                size.took(plans, time.perf_counter() - start)
+                yield from restored
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-generate") as worker:
+            ahead = None
+            for plans in windows:
+                submitted = (plans, worker.submit(self.draft, _window_chunks(plans)), time.perf_counter())
+                if ahead is not None:
+                    yield from self._finish_drafted(ahead, size)
+                ahead = submitted
+            if ahead is not None:
+                yield from self._finish_drafted(ahead, size)
+
+    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[str]:
+        plans, future, started = drafted
+        restored = self._restore_window(plans, future.result())
+        size.took(plans, time.perf_counter() - started)
+        return restored
+
+    def _windows(self, documents: Iterable[str], size: "_WindowSize") -> Iterator[list[tuple[list[str], list[str]]]]:
         window: list[tuple[list[str], list[str]]] = []
-        size = 0
-        limit = min(MIN_WINDOW_CHUNKS, self.window_chunks)
+        chunks = 0
         for document in documents:
             plan = document_chunks(document, self.chunking)
             window.append(plan)
-            size += len(plan[0])
-            if size >= limit:
-                start = time.perf_counter()
-                restored = self._restore_window(window)
-                limit = next_window(size, time.perf_counter() - start, self.window_chunks)
-                yield from restored
-                window, size = [], 0
-        yield from self._restore_window(window)
+            chunks += len(plan[0])
+            if chunks >= size.limit:
+                yield window
+                window, chunks = [], 0
+        yield window
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]]) -> list[str]:
-        outputs = iter(self.restore_chunks([chunk for chunks, _ in plans for chunk in chunks]))
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[str]:
+        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
         restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
@@ -343,17 +386,22 @@ class Restorer:
         )  # fmt: skip
 
     # chunks ---------------------------------------------------------------------------------------
-    def restore_chunks(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
+    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None) -> list[str]:
         """Restored text of each chunk, in order (the one place chunks become text).
 
         With ``faithful`` (the default) every output is checked to corrupt back to its chunk;
         the failing ones are re-decoded together with a beam of ``faithful_beams`` and the
         first passing hypothesis is taken, else the closest one is repaired (restore.faithful).
+        ``drafts``: the model outputs of :meth:`draft`, when already generated.
         """
-        outputs = [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
+        outputs = drafts if drafts is not None else self.draft(chunks, num_beams)
         if not self.faithful:
             return outputs
         return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
+
+    def draft(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
+        """The model's output for each chunk, before faithfulness (the part that runs on the device)."""
+        return [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
 
     def _beam_candidates(self, chunks: list[str]) -> list[list[str]]:
         return self.chunk_candidates(chunks, self.faithful_beams, self.faithful_beams, redecode=True)
@@ -412,18 +460,19 @@ class Restorer:
         results: list[list[list[int]]] = [[] for _ in inputs]
         for batch in budget_batches(widths, self.batch_tokens):
             rows = [order[b] for b in batch]
-            outputs = self._generate_splitting([inputs[i] for i in rows], [limits[b] for b in batch], num_beams, num_return_sequences)
-            for i, limit, per_input in zip(rows, (limits[b] for b in batch), outputs):
-                # The batch ran to its longest limit; greedy output cut at each chunk's own limit
-                # equals generating that chunk alone.
-                results[i] = [ids[:limit] for ids in per_input]
-            if redecode:
-                self.stats.redecoded += len(rows)
-            else:
-                self.stats.chunks += len(rows)
-            self.stats.batches += 1
-            if self.progress:
-                self.progress(self.stats)
+            with self._generating:  # the stats too: the worker thread and beam repair both count
+                outputs = self._generate_splitting([inputs[i] for i in rows], [limits[b] for b in batch], num_beams, num_return_sequences)
+                for i, limit, per_input in zip(rows, (limits[b] for b in batch), outputs):
+                    # The batch ran to its longest limit; greedy output cut at each chunk's own limit
+                    # equals generating that chunk alone.
+                    results[i] = [ids[:limit] for ids in per_input]
+                if redecode:
+                    self.stats.redecoded += len(rows)
+                else:
+                    self.stats.chunks += len(rows)
+                self.stats.batches += 1
+                if self.progress:
+                    self.progress(self.stats)
         return results
 
     def _generate_splitting(
@@ -464,6 +513,10 @@ def check_positive(option: str, value: int) -> None:
     """
     if value < 1:
         raise RestoreError(f"{option} must be a positive integer, got {value}")
+
+
+def _window_chunks(plans: list[tuple[list[str], list[str]]]) -> list[str]:
+    return [chunk for chunks, _ in plans for chunk in chunks]
 
 
 def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
