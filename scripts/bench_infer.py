@@ -7,7 +7,9 @@ warm-up on a few other chunks. Variants (``VARIANTS``, a list of named functions
 - ``naive``: ``model.generate`` one chunk at a time (what a first script would do);
 - ``batched[bt=N]``: :class:`restore.infer.Restorer`: sorted by length, batched by a budget
   of N padded tokens (one row per ``--batch-tokens`` value: a sweep);
-- ``static-cache[bt=N]``: the same with a static KV cache (CUDA: compiled decode step).
+- ``static-cache[bt=N]``: the same with a static KV cache (CUDA: compiled decode step);
+- ``compact[bt=N]`` (``--compact``): the same on :mod:`restore.decode`'s compact greedy decoder
+  (on CUDA: explicitly on, as it is by default there; batched rows use ``generate``).
 
 On the CPU (issue 9) the same Restorer batches also run on other engines:
 
@@ -16,6 +18,19 @@ On the CPU (issue 9) the same Restorer batches also run on other engines:
   comes: one translator on all cores (``intra_threads=cores``), one call per batch;
 - ``ct2-{fp32,int8}[bt=N]``: :mod:`restore.backend_ct2` (one worker per core);
   ``ct2-int8[auto]`` with its own batch budget: what ``restore infer`` does on the CPU.
+
+``--goal DIR`` (issue 15, GPU inference) runs instead, side by side in one run: the naive loop
+(``--naive-chunks``), plain ``model.generate`` on batches of 256 chunks, the Restorer end to end
+(documents in, texts out; greedy on the compact decoder, overlapped, batches from free GPU memory;
+with faithfulness off, checked only, and on; and the same Restorer on ``generate``) on whole
+articles of ``--goal-data`` holding ``--goal-chunks`` chunks, and the greedy identity of the
+compact decoder (fp32 and the device's dtype) with the CPU torch path (``generate``, fp32) on
+``--identity-chunks`` chunks of ``--data``. ``DIR/results.json`` and ``DIR/results.txt`` are
+rewritten after every row. Each end-to-end row stops after ``--time-box`` seconds (random weights
+fail every faithfulness check, so the full faithful row re-decodes every chunk with beams)::
+
+    python scripts/bench_infer.py --goal runs/gpu-infer --random-config small --device cuda \
+        --fixed-new-tokens 64 --warmup-chunks 2000 --time-box 40
 
 ``--rounds R`` runs every variant R times, interleaved, and keeps each one's best
 (other jobs on the same cores make single runs noisy).
@@ -103,13 +118,13 @@ def run_naive(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
     return tokens, {}
 
 
-def batched_variant(batch_tokens: int, static_cache: bool = False) -> Callable[[Bench, list[str]], tuple[int, dict]]:
-    """The Restorer with a token budget (and optionally a static KV cache)."""
+def batched_variant(batch_tokens: int, static_cache: bool = False, compact: bool = False) -> Callable[[Bench, list[str]], tuple[int, dict]]:
+    """The Restorer with a token budget (and optionally a static KV cache, or restore.decode's compact decoder)."""
 
     def run(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
         from restore.backends import TorchGenerator
 
-        generator = TorchGenerator(bench.model, bench.device, bench.dtype, static_cache=static_cache)
+        generator = TorchGenerator(bench.model, bench.device, bench.dtype, static_cache=static_cache, compact=compact)
         restorer = _restorer(bench, generator, batch_tokens)
         restorer.restore_chunks(chunks)
         return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "oom_splits": restorer.stats.oom_splits}
@@ -197,6 +212,8 @@ def variants_for(args) -> list[tuple[str, Callable[[Bench, list[str]], tuple[int
     variants += [(f"batched[bt={bt}]", batched_variant(bt)) for bt in args.batch_tokens]
     if args.static_cache:
         variants += [(f"static-cache[bt={bt}]", batched_variant(bt, static_cache=True)) for bt in args.batch_tokens]
+    if args.compact:
+        variants += [(f"compact[bt={bt}]", batched_variant(bt, compact=True)) for bt in args.batch_tokens]
     if getattr(args, "cpu_engines", False):
         variants += cpu_engine_variants(args)
     return [(name, fn) for name, fn in variants if not args.only or any(name.startswith(o) for o in args.only)]
@@ -338,6 +355,229 @@ def load_bench_model(args, device: torch.device, dtype: torch.dtype):
     return model, tokenizer, chunking, f"{name}, {count_parameters(model) / 1e6:.1f}M parameters"
 
 
+# --- issue 15: the GPU goal, measured side by side in one run ----------------------------------------
+GOAL = {"e2e_tokens_per_second": 300_000, "x_generate256": 5.0, "x_naive": 500.0, "identical_of": 200}
+
+
+class GreedyCounter:
+    """A generator wrapper that counts the greedy output tokens (beam calls of faithfulness repair are not counted)."""
+
+    def __init__(self, inner):
+        self.inner, self.greedy_tokens = inner, 0
+
+    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1):
+        out = self.inner.generate(batch, max_new_tokens, num_beams, num_return_sequences)
+        if num_beams == 1:
+            self.greedy_tokens += sum(map(len, out))
+        return out
+
+    def __getattr__(self, name):  # batch_tokens, describe, ...
+        return getattr(self.inner, name)
+
+
+class GoalRun:
+    """Rows of the goal table, written to ``out/results.{json,txt}`` after every step."""
+
+    def __init__(self, out: Path, header: dict):
+        self.out, self.header, self.rows, self.checks = out, header, [], {}
+        out.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        print(f"  {row['variant']}: {row.get('tokens_per_second', 0):,.0f} tokens/s "
+              f"({row.get('generated_tokens', 0)} tokens, {row.get('seconds', 0):.2f} s) {row.get('notes', '')}", file=sys.stderr)  # fmt: skip
+        self.write()
+
+    def write(self) -> None:
+        from restore.textio import write_text_atomic
+
+        payload = {**self.header, "results": self.rows, "goal": GOAL, "checks": self.checks}
+        write_text_atomic(self.out / "results.json", json.dumps(payload, indent=2) + "\n")
+        write_text_atomic(self.out / "results.txt", self.table())
+
+    def table(self) -> str:
+        rate = {r["variant"]: r.get("tokens_per_second") for r in self.rows}
+        naive, plain = rate.get("naive"), rate.get("generate[batch=256]")
+        lines = [f"{k}: {v}" for k, v in self.header.items()]
+        lines.append("end-to-end rows count the greedy output tokens of the chunks restored (beam re-decoding not counted)")
+        lines.append(f"{'variant':<42} {'chunks':>7} {'gen tokens':>11} {'seconds':>8} {'tokens/s':>11} {'x naive':>8} {'x gen256':>8}")
+        for r in self.rows:
+            if "tokens_per_second" not in r:
+                continue
+            t = r["tokens_per_second"]
+            x_naive = f"{t / naive:.1f}" if naive else "-"
+            x_plain = f"{t / plain:.2f}" if plain else "-"
+            lines.append(f"{r['variant']:<42} {r['chunks']:>7} {r['generated_tokens']:>11} {r['seconds']:>8.2f} {t:>11,.0f} {x_naive:>8} {x_plain:>8}")
+        lines += [f"{r['variant']}: {r['notes']}" for r in self.rows if r.get("notes")]
+        lines += [f"check {k}: {v}" for k, v in self.checks.items()]
+        return "\n".join(lines) + "\n"
+
+
+def corpus_documents(path: Path, chunking, chunks: int, skip_chunks: int = 0) -> tuple[list[str], int]:
+    """Corrupted articles of ``path`` (whole documents, as users hold them) holding >= ``chunks`` chunks."""
+    from restore.corrupt import corrupt
+    from restore.infer import document_chunks
+
+    documents, count, skipped = [], 0, 0
+    for text in read_article_texts(path):
+        document = corrupt(text)
+        n = len(document_chunks(document, chunking)[0])
+        if skipped < skip_chunks:
+            skipped += n
+            continue
+        documents.append(document)
+        count += n
+        if count >= chunks:
+            break
+    return documents, count
+
+
+def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int | None):
+    """The product Restorer (overlap as on the device) around ``generator``; ``faithful="check"``: check only."""
+    from restore.faithful import check
+    from restore.infer import Restorer
+
+    class CheckOnly(Restorer):
+        """Faithfulness checked on every chunk, nothing re-decoded: what a model that passes costs."""
+
+        passed = 0
+
+        def restore_chunks(self, chunks, num_beams=None, drafts=None):
+            outputs = drafts if drafts is not None else self.draft(chunks, num_beams)
+            self.passed += sum(check(o, c) for o, c in zip(outputs, chunks))
+            return outputs
+
+    cls = CheckOnly if faithful == "check" else Restorer
+    new_tokens = None
+    if fixed:  # every output exactly `fixed` tokens: random weights rarely emit </s> (trained ones stop at ~2x the source)
+        new_tokens = FixedNewTokens(cap=bench.max_positions - 1, tokens=min(fixed, bench.max_positions - 1))
+        generator = FixedLengthGenerator(generator, new_tokens.tokens)
+    return cls(
+        bench.tokenizer, GreedyCounter(generator), bench.chunking, device=bench.device, num_beams=1,
+        max_positions=bench.max_positions, new_tokens=new_tokens, faithful=bool(faithful),
+    )  # fmt: skip
+
+
+def time_restorer(restorer, documents: list[str], time_box: float, device) -> dict:
+    """Documents in, texts out, until all are done or ``time_box`` seconds have passed."""
+    synchronize(device)
+    start = time.perf_counter()
+    done = 0
+    for _ in restorer.restore_many(documents):
+        done += 1
+        if time.perf_counter() - start > time_box:
+            break
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    s = restorer.stats
+    greedy = restorer.generator.greedy_tokens
+    notes = f"{done}/{len(documents)} documents, {s.batches} batches, batch_tokens {restorer.batch_tokens}"
+    if hasattr(restorer, "passed"):
+        notes += f"; faithful check only: {restorer.passed}/{s.chunks} passed"
+    elif restorer.faithful:
+        notes += f"; {s.faithful.summary()}; all generated tokens (beams too) {s.generated_tokens / seconds:,.0f}/s"
+    describe = getattr(restorer.generator, "describe", None)
+    chunks = s.faithful.chunks if restorer.faithful and not hasattr(restorer, "passed") else s.chunks
+    return {"chunks": chunks, "generated_tokens": greedy, "seconds": seconds, "tokens_per_second": greedy / seconds,
+            "documents": done, "engine": describe() if describe else "", "notes": notes}  # fmt: skip
+
+
+def run_goal(args, bench: Bench, description: str) -> int:
+    """The issue-15 run: naive, plain generate at batch 256, the Restorer end to end, greedy identity."""
+    import copy
+
+    from restore.backends import TorchGenerator, pad_batch, strip_generated
+    from restore.device import describe
+    from restore.infer import document_chunks
+
+    fixed = bench.fixed_new_tokens
+    device = bench.device
+    run = GoalRun(args.goal, {
+        "device": describe(device), "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "model": description, "dtype": str(bench.dtype), "data": str(args.goal_data), "new tokens": fixed or "up to 4x source + 16",
+        "command": " ".join(sys.argv),
+    })  # fmt: skip
+    started = time.perf_counter()
+    documents, total = corpus_documents(args.goal_data, bench.chunking, args.goal_chunks)
+    warm_docs, _ = corpus_documents(args.goal_data, bench.chunking, args.warmup_chunks, skip_chunks=total + 1)
+    chunks = [c for d in documents for c in document_chunks(d, bench.chunking)[0]]
+    print(f"corpus: {len(documents)} documents, {total} chunks of {args.goal_data.name} "
+          f"({time.perf_counter() - started:.1f} s to read and corrupt)", file=sys.stderr)  # fmt: skip
+
+    # 1. naive: model.generate one chunk at a time
+    naive = chunks[: args.naive_chunks]
+    run_naive(bench, naive[:2])
+    synchronize(device)
+    t = time.perf_counter()
+    tokens, _ = run_naive(bench, naive)
+    synchronize(device)
+    seconds = time.perf_counter() - t
+    run.add({"variant": "naive", "chunks": len(naive), "generated_tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds})
+
+    # 2. plain model.generate on batches of 256 chunks in corpus order (first batch untimed: warm-up)
+    size = args.generate_batch
+    plain = chunks[: size * (1 + args.generate_batches)]
+    eos, n_plain = bench.model.config.eos_token_id, fixed or 64
+    tokens, seconds = 0, 0.0
+    for k in range(0, len(plain), size):
+        ids, mask = pad_batch(bench.tokenizer(plain[k : k + size])["input_ids"], bench.model.config.pad_token_id)
+        synchronize(device)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = bench.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n_plain,
+                                       min_new_tokens=n_plain, do_sample=False)  # fmt: skip
+        n = sum(map(len, strip_generated(out, eos, n_plain)))
+        synchronize(device)
+        if k:
+            tokens, seconds = tokens + n, seconds + time.perf_counter() - t
+    run.add({"variant": "generate[batch=256]" if size == 256 else f"generate[batch={size}]", "chunks": len(plain) - size, "generated_tokens": tokens, "seconds": seconds,
+             "tokens_per_second": tokens / seconds, "notes": f"{n_plain} new tokens each, batches in corpus order"})  # fmt: skip
+
+    # 3. the Restorer end to end (documents in, texts out), warm-up documents first (graph captures)
+    variants = [
+        ("restorer[compact, no-faithful]", True, False),
+        ("restorer[compact, faithful-check]", True, "check"),
+        ("restorer[compact, faithful]", True, True),
+        ("restorer[generate, no-faithful]", False, False),
+    ]
+    for name, compact, faithful in variants:
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        generator = TorchGenerator(bench.model, device, bench.dtype, compact=compact)
+        if warm_docs:
+            list(goal_restorer(bench, generator, faithful=False, fixed=fixed).restore_many(warm_docs))
+        row = time_restorer(goal_restorer(bench, generator, faithful=faithful, fixed=fixed), documents, args.time_box, device)
+        run.add({"variant": name, **row})
+
+    # 4. greedy identity with the CPU torch path (generate, fp32) on the first test chunks, natural lengths
+    test_chunks = bench_chunks(args.data, bench.chunking, args.identity_chunks)
+    cpu_model = copy.deepcopy(bench.model).to(device="cpu", dtype=torch.float32)
+    reference = goal_restorer(bench, TorchGenerator(cpu_model, torch.device("cpu"), torch.float32, compact=False),
+                              faithful=False, fixed=None)  # fmt: skip
+    reference.device = torch.device("cpu")
+    t = time.perf_counter()
+    expected = reference.restore_chunks(test_chunks)
+    run.checks["cpu reference"] = f"{len(test_chunks)} test chunks, {reference.stats.generated_tokens} tokens in {time.perf_counter() - t:.1f} s"
+    for dtype in dict.fromkeys([torch.float32, bench.dtype]):
+        model = bench.model if dtype == bench.dtype else copy.deepcopy(bench.model).to(dtype=dtype)
+        generator = TorchGenerator(model, device, dtype, compact=True, buckets=device.type == "cuda")
+        outputs = goal_restorer(bench, generator, faithful=False, fixed=None).restore_chunks(test_chunks)
+        same = sum(a == b for a, b in zip(outputs, expected))
+        run.checks[f"identical greedy outputs, compact {str(dtype).removeprefix('torch.')} on {device.type} vs CPU generate fp32"] = f"{same}/{len(test_chunks)}"
+        run.write()
+    rate = {r["variant"].split("[batch=")[0]: r.get("tokens_per_second") for r in run.rows}
+    for row in ("restorer[compact, faithful]", "restorer[compact, faithful-check]", "restorer[compact, no-faithful]"):
+        if rate.get(row):
+            e2e = rate[row]
+            run.checks[f"{row}: tokens/s >= 300,000"] = f"{e2e:,.0f}: {'yes' if e2e >= GOAL['e2e_tokens_per_second'] else 'no'}"
+            run.checks[f"{row}: x generate[batch=256] >= 5"] = f"{e2e / rate['generate']:.2f}"
+            run.checks[f"{row}: x naive >= 500"] = f"{e2e / rate['naive']:.1f}"
+    run.checks["total wall seconds"] = f"{time.perf_counter() - started:.0f}"
+    run.write()
+    print(run.table())
+    return 0
+
+
 # --- main --------------------------------------------------------------------------------------------
 def print_table(results: list[Measurement], out=sys.stdout) -> None:
     base = next((r.tokens_per_second for r in results if r.variant == "naive"), None)
@@ -364,11 +604,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-tokens", type=int, nargs="+", default=[4096], help="token budgets to sweep")
     p.add_argument("--static-cache", action="store_true", help="add static-cache variants")
+    p.add_argument("--compact", action="store_true", help="add variants on restore.decode's compact decoder")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--fixed-new-tokens", type=int, default=None, help="every chunk generates exactly N tokens")
     p.add_argument("--only", nargs="*", default=None, help="run only variants whose names start with these")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--rounds", type=int, default=1, help="run every variant this many times (interleaved), keep the best")
+    p.add_argument("--goal", type=Path, default=None,
+                   help="the issue-15 run instead of the sweep: naive, generate at batch 256, the Restorer end to end, "
+                        "greedy identity; results.json/.txt written to this folder as it goes")  # fmt: skip
+    p.add_argument("--goal-data", type=Path, default=WIKI / "train-10.jsonl.xz", help="--goal: articles to restore")
+    p.add_argument("--goal-chunks", type=int, default=10_000, help="--goal: chunks (whole documents) restored end to end")
+    p.add_argument("--naive-chunks", type=int, default=64, help="--goal: chunks of the naive loop")
+    p.add_argument("--generate-batches", type=int, default=4, help="--goal: timed batches of plain generate")
+    p.add_argument("--generate-batch", type=int, default=256, help="--goal: rows of plain generate's batches")
+    p.add_argument("--identity-chunks", type=int, default=200, help="--goal: test chunks compared with the CPU torch path")
+    p.add_argument("--time-box", type=float, default=60.0, help="--goal: most seconds of each end-to-end row")
     p.add_argument("--no-cpu-engines", dest="cpu_engines", action="store_false",
                    help="on the CPU, skip the torch-qint8 and CTranslate2 rows")  # fmt: skip
     args = p.parse_args(argv)
@@ -395,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     except RestoreError as e:
         print(f"bench_infer: error: {e}", file=sys.stderr)
         return 1
+    if args.goal:
+        bench = Bench(model, tokenizer, chunking, device, dtype, [], args.fixed_new_tokens, 1, model.config.max_position_embeddings)
+        print(f"model: {description}, {dtype}; device: {describe(device)}", file=sys.stderr)
+        return run_goal(args, bench, description)
     chunks = bench_chunks(args.data, chunking, args.chunks + args.warmup_chunks)
     warmup, chunks = chunks[: args.warmup_chunks], chunks[args.warmup_chunks :]
     bench = Bench(model, tokenizer, chunking, device, dtype, chunks, args.fixed_new_tokens, args.num_beams,

@@ -29,7 +29,7 @@ DOCUMENT = (
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread(monkeypatch):
+def one_thread(monkeypatch):
     """PyTorch on one thread: tiny models gain nothing from more, and on a busy machine (other
     jobs on the same cores) multi-threaded decoding steps can be 100x slower (measured)."""
     threads = torch.get_num_threads()

@@ -20,13 +20,7 @@ EOS, PAD = 3, 0
 VOCAB = 300
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy machine they can be much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def varied_model(seed: int, std: float, eos_bias: float, decoder_layers: int = 2):
