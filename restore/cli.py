@@ -107,13 +107,31 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     _add_model_options(p)
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
+    _add_corpus_options(p)
     p.set_defaults(handler=_cmd_infer)
 
 
+def _add_corpus_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("corpora of shards (directories, quoted globs, .parquet/.jsonl(.gz|.xz) files; -o DIRECTORY)")
+    g.add_argument("--source-field", default=None, help="field to restore in each row (default: source)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="restore on Ray Data (pip install 'restore[ray]'): a local Ray instance, or the cluster at ADDRESS")
+    g.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="Restorer actors (default: one per GPU, else one per 4 CPU cores)")
+
+
 def _cmd_infer(args: argparse.Namespace) -> None:
-    from restore.infer import run_infer_cli
+    from restore.corpus import is_corpus_run, run_corpus_cli
 
     _check_model_options(args)
+    if is_corpus_run(args):  # shards in, parquet shards out (restore.corpus; --ray: restore.ray_job)
+        run_corpus_cli(args)
+        return
+    if args.source_field is not None or args.ray_actors is not None:
+        raise RestoreError("--source-field and --ray-actors apply to shard inputs (a directory, a glob, "
+                           ".parquet/.jsonl.gz/.jsonl.xz files, or .jsonl files with -o an existing directory)")
+    from restore.infer import run_infer_cli
+
     run_infer_cli(args)
 
 

@@ -576,16 +576,7 @@ def run_infer_cli(args) -> None:
     model = read_model_info(args.model or default_model_dir()).path  # checked before torch is imported
     with output_lock(args.output):  # one run per output file (before the model loads: fail fast)
         prepare_model_run()
-        restorer = Restorer.from_pretrained(
-            model,
-            device=args.device,
-            batch_tokens=args.batch_tokens,
-            num_beams=args.num_beams,
-            backend=args.backend,
-            compute_type=args.compute_type,
-            static_cache=args.static_cache,
-            faithful=args.faithful,
-        )
+        restorer = Restorer.from_pretrained(**restorer_options(args, model))
         loaded = time.perf_counter()
         with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
             if records is not None:
@@ -593,6 +584,23 @@ def run_infer_cli(args) -> None:
             else:
                 _infer_text(restorer, inputs, args.output, bar)
     print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
+
+
+def restorer_options(args, model: str | Path | None = None) -> dict:
+    """Keyword arguments of :meth:`Restorer.from_pretrained` from ``restore infer``'s options
+    (a plain dict: Ray actors build their own Restorer from it)."""
+    from restore.checkpoint import default_model_dir
+
+    return dict(
+        path=str(model or args.model or default_model_dir()),
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        num_beams=args.num_beams,
+        backend=args.backend,
+        compute_type=args.compute_type,
+        static_cache=args.static_cache,
+        faithful=args.faithful,
+    )
 
 
 def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float) -> str:

@@ -87,12 +87,30 @@ def parse_jsonl(text: str, name: str, required: str) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RestoreError(f"{name}:{lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(required), str):
+            record = parse_jsonl_record(line)
+        except ValueError as e:
+            raise RestoreError(f"{name}:{lineno}: {e}") from None
+        if not isinstance(record.get(required), str):
             raise RestoreError(f"{name}:{lineno}: expected a JSON object with a string field {required!r}")
         yield record
+
+
+def parse_jsonl_record(line: str) -> dict:
+    """One ``.jsonl`` line as a JSON object; ``ValueError`` with a short reason if it is not one.
+
+    >>> parse_jsonl_record('{"source": "born 1879 ."}')
+    {'source': 'born 1879 .'}
+    >>> parse_jsonl_record('[1, 2]')
+    Traceback (most recent call last):
+    ValueError: expected a JSON object
+    """
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError("expected a JSON object")
+    return record
 
 
 def dump_jsonl_line(record: dict) -> str:
