@@ -360,6 +360,8 @@ def restore_table(restorer, table: pa.Table, source_field: str) -> pa.Table:
 # --- writing --------------------------------------------------------------------------------------
 @dataclass
 class SinkStats:
+    """What a :class:`ShardSink` wrote (the corpus summary line; Ray actors' counts come in the tables)."""
+
     shards: int = 0
     rows: int = 0
     errors: int = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -125,7 +126,7 @@ def run_ray_job(plan: CorpusPlan, args) -> tuple[SinkStats, str]:
         cause = _restore_error_in(error)
         if cause is None:
             raise
-        raise RestoreError(str(cause)) from None
+        raise RestoreError(str(cause).splitlines()[0]) from None  # Ray appends its retry notes
     finally:
         if started_here:
             ray.shutdown()
@@ -137,6 +138,11 @@ def _run(plan: CorpusPlan, args, options: dict) -> tuple[SinkStats, str]:
     context.enable_progress_bars = False  # our own bar: rows and tokens/s
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": ours show
+    # A RestoreError on a worker (e.g. a shard that cannot be read) ends as the CLI's one line,
+    # not also as the traceback Ray Data logs before it stops.
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stderr:
+            handler.addFilter(_not_a_restore_error)
     actors, resources, cores, device = actor_resources(ray.cluster_resources(), args.device, getattr(args, "ray_actors", None))
     options["device"] = device
     # Reading takes no CPU slot: the actors hold them all, and a read task waiting for a free
@@ -173,6 +179,11 @@ def _no_cpu_slot(read) -> dict:
     import inspect
 
     return {"num_cpus": 0} if "num_cpus" in inspect.signature(read).parameters else {"ray_remote_args": {"num_cpus": 0}}
+
+
+def _not_a_restore_error(record: logging.LogRecord) -> bool:
+    # ray.data.exceptions logs every failure it re-raises: the CLI prints it (one line, or a traceback).
+    return record.name != "ray.data.exceptions" and not (record.exc_info and _restore_error_in(record.exc_info[1]))
 
 
 def _restore_error_in(error: BaseException) -> RestoreError | None:
