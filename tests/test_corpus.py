@@ -250,6 +250,11 @@ CHILD = textwrap.dedent(
     from restore.cli import main
 
     class Echo:
+        batch_tokens = 16384
+
+        def describe(self):
+            return "echo"
+
         def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **_):
             return [ids[:-1][:max_new_tokens] for ids in batch for _ in range(num_return_sequences)]
 
