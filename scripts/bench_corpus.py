@@ -5,11 +5,13 @@ Every variant runs ``restore infer SHARDS -o OUT`` as a child process on the sam
 ``--rows`` and on ``3 x --rows`` rows. The throughput reported is the *marginal* one,
 ``(3R - R) rows / (t(3R) - t(R))``, so the start-up (Ray, actors loading the model, the
 CTranslate2 conversion) cancels out; tokens/s likewise from the summary lines' token counts.
-The peak RSS is the driver's (``wait4``; Ray actors are other processes).
+The peak RSS is the driver's (``wait4``; Ray actors are other processes). On a shared machine
+the start-up varies by more than small runs' work; then compare the summary lines' whole-run
+rows/s (printed for every run) instead, or use a larger ``--rows``.
 
 Usage::
 
-    python scripts/bench_corpus.py --random-config encoder_layers=6,decoder_layers=4 --rows 200
+    python scripts/bench_corpus.py --random-config encoder_layers=6,decoder_layers=4 --rows 100
 """
 
 from __future__ import annotations
