@@ -56,11 +56,11 @@ IGNORE_INDEX = -100
 
 
 # --- one article -----------------------------------------------------------------------------
-def article_pairs(text: str, max_source_words: int) -> tuple[list[str], list[str], int, int]:
+def article_pairs(text: str, chunking: ChunkConfig) -> tuple[list[str], list[str], int, int]:
     """Pairs of one article: ``(sources, targets, units, dropped_units)``.
 
     >>> text = "## Early life\\n\\nHe was born in 1879. His father was a farmer. He left."
-    >>> sources, targets, units, dropped = article_pairs(text, 8)
+    >>> sources, targets, units, dropped = article_pairs(text, ChunkConfig(max_source_words=8))
     >>> sources
     ['# # earli life born 1879 .', 'father farmer . left .']
     >>> targets
@@ -84,14 +84,14 @@ def article_pairs(text: str, max_source_words: int) -> tuple[list[str], list[str
     dropped = 0
     run: list[int] = []  # consecutive kept units (indices into firsts)
     for u in range(len(firsts) + 1):
-        too_long = u < len(firsts) and bounds[u + 1] - bounds[u] > max_source_words
+        too_long = u < len(firsts) and bounds[u + 1] - bounds[u] > chunking.max_source_words
         if u < len(firsts) and not too_long:
             run.append(u)
             continue
         dropped += too_long
         lengths = [bounds[k + 1] - bounds[k] for k in run]
         headings = [is_heading_start(tokens, bounds[k]) for k in run]
-        for group in pack_units(lengths, headings, max_source_words):
+        for group in pack_units(lengths, headings, chunking.max_source_words):
             first, last = run[group[0]], run[group[-1]]
             source = " ".join(tokens[bounds[first] : bounds[last + 1]])
             if source:
@@ -102,10 +102,10 @@ def article_pairs(text: str, max_source_words: int) -> tuple[list[str], list[str
     return sources, targets, len(firsts) if tokens else 0, dropped
 
 
-def _pairs_batch(batch: dict, max_source_words: int) -> dict:
+def _pairs_batch(batch: dict, chunking: ChunkConfig) -> dict:
     out: dict[str, list] = {"sources": [], "targets": [], "units": [], "dropped_units": []}
     for text in batch["text"]:
-        sources, targets, units, dropped = article_pairs(text or "", max_source_words)
+        sources, targets, units, dropped = article_pairs(text or "", chunking)
         out["sources"].append(sources)
         out["targets"].append(targets)
         out["units"].append(units)
@@ -389,7 +389,7 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
     with _scratch(Path(cache_dir) / f"pairs-{key}.work") as work, _cache_entry(dest) as tmp:
         per_article = parallel_map(
             articles, _pairs_batch, work, "pairs", procs, batch_size=64,
-            fn_kwargs={"max_source_words": chunking.max_source_words}, remove_columns=articles.column_names,
+            fn_kwargs={"chunking": chunking}, remove_columns=articles.column_names,
         )  # fmt: skip
         pairs = parallel_map(per_article, _flatten_batch, work, "flatten", None, batch_size=256, remove_columns=per_article.column_names)
         stats = {

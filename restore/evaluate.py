@@ -218,7 +218,7 @@ def _from_records(path: str, records: Iterable[dict], limit: int | None, config:
         doc = record.get("doc", record.get("id", f"record{lineno}"))
         if isinstance(record.get("text"), str) and "target" not in record:
             kind = "articles"
-            sources, targets, _, _ = article_pairs(record["text"], config.max_source_words)
+            sources, targets, _, _ = article_pairs(record["text"], config)
             items = [(s, t, doc, i) for i, (s, t) in enumerate(zip(sources, targets))]
         elif not isinstance(record.get("source"), str):
             raise RestoreError(f"{path}:{lineno}: expected a string field 'source' (pairs, sources) or 'text' (articles)")

@@ -35,7 +35,7 @@ def make_pairs(articles_path: str, config: ChunkConfig) -> tuple[list[dict], int
     pairs = []
     units = dropped = 0
     for record in parse_jsonl(read_data_text(articles_path), articles_path, required="text"):
-        sources, targets, n_units, n_dropped = article_pairs(record["text"], config.max_source_words)
+        sources, targets, n_units, n_dropped = article_pairs(record["text"], config)
         units, dropped = units + n_units, dropped + n_dropped
         for i, (source, target) in enumerate(zip(sources, targets)):
             pairs.append({"doc": record.get("id"), "title": record.get("title"), "chunk": i,

@@ -47,7 +47,7 @@ def articles_file(tmp_path_factory, wiki_texts) -> Path:
 @pytest.mark.parametrize("limit", [48, 16, 8])
 def test_targets_are_consecutive_spans_whose_corruption_is_the_source(wiki_texts, limit):
     for text in wiki_texts:
-        sources, targets, units, dropped = article_pairs(text, limit)
+        sources, targets, units, dropped = article_pairs(text, ChunkConfig(max_source_words=limit))
         assert len(sources) == len(targets) and units >= len(sources)
         position = 0
         for source, target in zip(sources, targets):
@@ -69,7 +69,7 @@ def test_pairs_follow_the_inference_chunk_rule_where_cuts_are_sentence_starts(wi
         for s, e in sentence_spans(text):
             offsets.append(len(tokens))
             tokens.extend(corrupt_sentence(text[s:e]))
-        sources, _, _, dropped = article_pairs(text, 48)
+        sources, _, _, dropped = article_pairs(text, ChunkConfig(max_source_words=48))
         if dropped or not set(unit_starts(tokens)) <= set(offsets):
             continue  # training ignores cuts inside a Punkt sentence; inference cannot see them
         assert chunk_text(" ".join(tokens), ChunkConfig(48)) == sources
@@ -79,7 +79,7 @@ def test_pairs_follow_the_inference_chunk_rule_where_cuts_are_sentence_starts(wi
 
 def test_over_long_units_are_dropped_and_counted():
     text = "Short one. " + " ".join(f"word{i}" for i in range(30)) + ". Another short one. And more."
-    sources, targets, units, dropped = article_pairs(text, 8)
+    sources, targets, units, dropped = article_pairs(text, ChunkConfig(max_source_words=8))
     assert (units, dropped) == (4, 1)
     # No chunk spans the dropped unit: the pieces before and after it stay apart.
     assert sources == ["short one .", "anoth short one . ."]
@@ -88,19 +88,19 @@ def test_over_long_units_are_dropped_and_counted():
 
 def test_heading_opens_a_chunk_and_empty_articles_give_nothing():
     text = "He was born. He lived.\n\n## Career\n\nHe worked. He died."
-    sources, targets, _, _ = article_pairs(text, 48)
+    sources, targets, _, _ = article_pairs(text, ChunkConfig(max_source_words=48))
     assert sources == ["born . live .", "# # career work . die ."]
     assert targets[1] == "## Career\n\nHe worked. He died."
-    assert article_pairs("", 48) == ([], [], 0, 0)
-    assert article_pairs("   \n\n  ", 48)[0] == []
-    assert article_pairs("It is the one.", 48)[0] == ["one ."]
+    assert article_pairs("", ChunkConfig(max_source_words=48)) == ([], [], 0, 0)
+    assert article_pairs("   \n\n  ", ChunkConfig(max_source_words=48))[0] == []
+    assert article_pairs("It is the one.", ChunkConfig(max_source_words=48))[0] == ["one ."]
 
 
 # --- preparation and caching -----------------------------------------------------------------
 def test_prepare_matches_article_pairs_and_is_cached(tmp_path, articles_file, wiki_texts):
     selection = ArticleSelection((str(articles_file),))
     first = prepare_pairs(selection, ChunkConfig(32), str(tmp_path / "cache"), num_proc=1)
-    expected = [pair for t in wiki_texts for pair in zip(*article_pairs(t, 32)[:2])]
+    expected = [pair for t in wiki_texts for pair in zip(*article_pairs(t, ChunkConfig(max_source_words=32))[:2])]
     assert list(zip(first.dataset["source"], first.dataset["target"])) == expected
     assert first.stats["articles"] == len(wiki_texts) and first.stats["pairs"] == len(expected)
     assert not first.stats["cached"]
@@ -132,7 +132,7 @@ def test_selections_cap_and_hold_out_articles(tmp_path, articles_file, wiki_text
 def test_text_files_and_other_fields(tmp_path, wiki_texts):
     (tmp_path / "a.txt").write_text(wiki_texts[0], encoding="utf-8")
     pairs = prepare_pairs(ArticleSelection((str(tmp_path / "a.txt"),)), ChunkConfig(48), str(tmp_path / "c"))
-    assert pairs.stats["articles"] == 1 and list(pairs.dataset["source"]) == article_pairs(wiki_texts[0], 48)[0]
+    assert pairs.stats["articles"] == 1 and list(pairs.dataset["source"]) == article_pairs(wiki_texts[0], ChunkConfig(max_source_words=48))[0]
     (tmp_path / "b.jsonl").write_text(json.dumps({"body": wiki_texts[1]}) + "\n", encoding="utf-8")
     pairs = prepare_pairs(ArticleSelection((str(tmp_path / "b.jsonl"),), text_field="body"), ChunkConfig(48), str(tmp_path / "c"))
     assert pairs.stats["articles"] == 1

@@ -42,7 +42,7 @@ def articles(wiki_texts) -> list[dict]:
 def pair_records(articles) -> list[dict]:
     records = []
     for a in articles:
-        sources, targets, _, _ = article_pairs(a["text"], 48)
+        sources, targets, _, _ = article_pairs(a["text"], ChunkConfig(max_source_words=48))
         records += [{"doc": a["id"], "chunk": i, "source": s, "target": t} for i, (s, t) in enumerate(zip(sources, targets))]
     return records
 

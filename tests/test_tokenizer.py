@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from restore.chunking import ChunkConfig
 from restore.corrupt import corrupt
 from restore.data import article_pairs
 from restore.tokenizer import SPECIAL_IDS, train_tokenizer
@@ -20,7 +21,7 @@ SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "wiki" / 
 def pairs(wiki_texts) -> tuple[list[str], list[str]]:
     sources, targets = [], []
     for text in wiki_texts:
-        s, t, _, _ = article_pairs(text, 48)
+        s, t, _, _ = article_pairs(text, ChunkConfig(max_source_words=48))
         sources += s
         targets += t
     return sources, targets
