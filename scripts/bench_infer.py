@@ -42,7 +42,7 @@ Usage::
     # a random-weights model of a given size (d_model 256, 6+4 layers) with a 16k tokenizer,
     # every chunk generating exactly 64 tokens so that all variants do the same work
     python scripts/bench_infer.py --random-config encoder_layers=6,decoder_layers=4 \\
-        --tokenizer runs/bench-tokenizer-16k --fixed-new-tokens 64 --batch-tokens 1024 4096 16384
+        --tokenizer models/tokenizer-16k --fixed-new-tokens 64 --batch-tokens 1024 4096 16384
 
 ``--random-config`` takes ``key=value,...`` fields of :class:`restore.model.ModelConfig`
 (unset ones keep their defaults) or a YAML config (``small`` = ``configs/small.yaml``; its
@@ -528,9 +528,9 @@ def run_goal(args, bench: Bench, description: str) -> int:
                                        min_new_tokens=n_plain, do_sample=False)  # fmt: skip
         n = sum(map(len, strip_generated(out, eos, n_plain)))
         synchronize(device)
-        if k:
+        if k or len(plain) <= size:  # the first batch is the warm-up, unless it is the only one (tiny dry runs)
             tokens, seconds = tokens + n, seconds + time.perf_counter() - t
-    run.add({"variant": "generate[batch=256]" if size == 256 else f"generate[batch={size}]", "chunks": len(plain) - size, "generated_tokens": tokens, "seconds": seconds,
+    run.add({"variant": "generate[batch=256]" if size == 256 else f"generate[batch={size}]", "chunks": max(len(plain) - size, len(plain) if len(plain) <= size else 0), "generated_tokens": tokens, "seconds": seconds,
              "tokens_per_second": tokens / seconds, "notes": f"{n_plain} new tokens each, batches in corpus order"})  # fmt: skip
 
     # 3. the Restorer end to end (documents in, texts out), warm-up documents first (graph captures)
@@ -595,7 +595,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="trained model directory (default: the shipped model)")
     p.add_argument("--random-config", default=None, help="random weights: 'key=value,...' ModelConfig fields or a YAML config")
-    p.add_argument("--tokenizer", type=Path, default=REPO / "runs" / "bench-tokenizer-16k", help="tokenizer dir (random models)")
+    p.add_argument("--tokenizer", type=Path, default=REPO / "models" / "tokenizer-16k", help="tokenizer dir (random models; default: the committed 16k one)")
     p.add_argument("--vocab-size", type=int, default=16000, help="vocabulary when training the bench tokenizer")
     p.add_argument("--max-source-words", type=int, default=None, help="chunk size for random models (default: config's or 48)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="articles .jsonl(.xz) with a 'text' field")
