@@ -27,7 +27,6 @@ that were restored), and records its input in the parquet metadata (key ``restor
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import gzip
 import json
@@ -464,12 +463,10 @@ class ShardSink:
 @contextlib.contextmanager
 def locked_output_dir(out_dir: Path) -> Iterator[None]:
     """Hold ``OUTDIR/.restore.lock`` for the run: two runs never write the same shards at once."""
+    from restore.textio import exclusive_lock
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_NAME, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RestoreError(f"{out_dir}: another restore run is writing to this directory") from None
+    with exclusive_lock(out_dir / LOCK_NAME, lambda who: f"{out_dir}: another restore run is writing to this directory"):
         for stale in out_dir.glob(".*.parquet.*.tmp"):  # temporary shards of a run that was killed
             stale.unlink()
         yield

@@ -17,7 +17,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from restore.errors import RestoreError
 
@@ -248,36 +248,24 @@ def stale_temp_files(path: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | os.PathLike | None) -> Iterator[None]:
-    """Be the only run writing ``path`` for the duration of the block (nothing to do for stdout).
+def exclusive_lock(lock: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on the file ``lock`` for the block (one writer).
 
-    An exclusive, non-blocking ``flock`` on :func:`lock_path`: a second run on the same output
-    stops at once with one line naming the running one's pid, instead of writing every record
-    twice. The kernel drops the lock when its holder dies, even by SIGKILL, so a stale lock file
-    never blocks; the holder deletes the file at the end. Holding the lock, the run also removes
-    the temporary files a killed earlier run left (:func:`stale_temp_files`).
+    The file holds the holder's pid and is deleted at the end. If another process holds it,
+    :class:`RestoreError` with ``busy(who)`` (``who``: ``"pid N"``). The kernel drops the lock when
+    its holder dies, even by SIGKILL, so a stale lock file never blocks.
     """
-    if path is None or str(path) == STDIO:
-        yield
-        return
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise RestoreError(f"{target.parent}: output directory does not exist")
-    lock = lock_path(target)
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise RestoreError(f"{lock}: cannot create the output's lock file ({e.strerror})") from None
+            raise RestoreError(f"{lock}: cannot create the lock file ({e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
-            who = f"pid {holder}" if holder.isdigit() else "another process"
-            raise RestoreError(
-                f"{target}: another restore run ({who}) is writing this output; wait for it or choose another -o"
-            ) from None
+            raise RestoreError(busy(f"pid {holder}" if holder.isdigit() else "another process")) from None
         # The previous holder deletes the file when it is done; a lock on a deleted file guards nothing.
         try:
             current = os.stat(lock).st_ino == os.fstat(fd).st_ino
@@ -289,11 +277,34 @@ def output_lock(path: str | os.PathLike | None) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        for stale in stale_temp_files(target):
-            with contextlib.suppress(OSError):
-                stale.unlink()
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike | None) -> Iterator[None]:
+    """Be the only run writing ``path`` for the duration of the block (nothing to do for stdout).
+
+    An :func:`exclusive_lock` on :func:`lock_path`: a second run on the same output stops at
+    once with one line naming the running one's pid, instead of writing every record twice.
+    Holding the lock, the run also removes the temporary files a killed earlier run left
+    (:func:`stale_temp_files`).
+    """
+    if path is None or str(path) == STDIO:
+        yield
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise RestoreError(f"{target.parent}: output directory does not exist")
+
+    def busy(who: str) -> str:
+        return f"{target}: another restore run ({who}) is writing this output; wait for it or choose another -o"
+
+    with exclusive_lock(lock_path(target), busy):
+        for stale in stale_temp_files(target):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
