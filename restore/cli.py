@@ -53,10 +53,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from restore.config import load_config
 
-    load_config(args.config, args.overrides)  # a bad config is reported before torch is imported
-    from restore.train import run_train_cli
+    config = load_config(args.config, args.overrides)  # a bad config is reported before torch is imported
+    from restore.train import train
 
-    run_train_cli(args)
+    train(config, resume=args.resume)
 
 
 # --- infer and eval: the model options they share --------------------------------------------
@@ -91,9 +91,9 @@ def prepare_model_run() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from restore.device import default_cpu_threads
+    from restore.device import default_cpu_threads, threads_chosen_by_user
 
-    if not any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+    if not threads_chosen_by_user():
         torch.set_num_threads(default_cpu_threads())
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

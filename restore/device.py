@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # PyTorch CPU threads by default (see default_cpu_threads): one, which does not collapse on a busy machine.
 MAX_DEFAULT_THREADS = 1
+# Environment variables by which a user chooses PyTorch's CPU thread count (then we leave it alone).
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+
+
+def threads_chosen_by_user() -> bool:
+    """Whether one of :data:`THREAD_ENV_VARS` is set (non-empty)."""
+    return any(os.environ.get(name) for name in THREAD_ENV_VARS)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -48,7 +48,7 @@ from restore import __version__
 from restore.attention import PAD_MULTIPLE, configure_attention, round_up
 from restore.batching import budget_batches
 from restore.checkpoint import CHECKPOINT, RESTORE_JSON, export_model, load_checkpoint, save_checkpoint
-from restore.config import ExperimentConfig, config_differences, config_to_dict, dump_config, load_config, load_config_dict
+from restore.config import ExperimentConfig, config_differences, config_to_dict, dump_config, load_config_dict
 from restore.data import (
     IGNORE_INDEX,
     PairSet,
@@ -115,11 +115,6 @@ class LRSchedule:
 
 
 # --- entry points ----------------------------------------------------------------------------
-def run_train_cli(args) -> None:
-    """``restore train``: ``args.config``, ``args.overrides`` (``section.key=value``), ``args.resume``."""
-    train(load_config(args.config, args.overrides or []), resume=bool(args.resume))
-
-
 def train(config: ExperimentConfig, resume: bool = False) -> Path:
     """Train (or resume) the run described by ``config``; returns the exported model directory."""
     threads = torch.get_num_threads()

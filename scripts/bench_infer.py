@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -630,8 +629,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from restore.device import describe, dtype_for, resolve_device
-    from restore.device import available_cpus
+    from restore.device import available_cpus, describe, dtype_for, resolve_device, threads_chosen_by_user
     from restore.errors import RestoreError
 
     args = parse_args(argv)
@@ -639,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     try:
         device = resolve_device(args.device)
-        if device.type == "cpu" and not any(os.environ.get(n) for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")):
+        if device.type == "cpu" and not threads_chosen_by_user():
             torch.set_num_threads(available_cpus())  # every core unless told otherwise (as measured in README)
         dtype = dtype_for(device)
         model, tokenizer, chunking, description = load_bench_model(args, device, dtype)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from restore.device import THREAD_ENV_VARS
+
 
 def spin(seconds: float) -> None:
     end = time.monotonic() + seconds
@@ -31,7 +33,7 @@ def spin(seconds: float) -> None:
 def run_infer(model: str, source: str, threads: int | None) -> tuple[float, float, str]:
     """(generated tokens/s, wall seconds, summary line) of one ``restore infer`` run."""
     env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS"):
+    for name in THREAD_ENV_VARS:
         env.pop(name, None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
