@@ -1,0 +1,185 @@
+"""Score one model under several decoding settings, side by side: the model card's tables.
+
+Each setting is one ``restore eval`` run in its own process (instruction-set limits such as
+``MKL_ENABLE_INSTRUCTIONS`` are read once per process), with its JSON report kept in
+``--out``; the script prints a Markdown table of BLEU, chrF, round-trip exact, content F1,
+brevity penalty, generated tokens/s and wall time, plus the CPU, the load average around
+each run and the whole run time, and writes the same rows to ``OUT/matrix.json`` as it goes.
+
+    # the model card of models/restore-small (12 settings: 3 engines x repair on/off x greedy/beams)
+    python scripts/eval_matrix.py --preset card --out runs/eval-matrix/card
+    # CTranslate2 int8 against float32 per instruction-set limit (the 0.3 BLEU rule of --compute-type auto)
+    python scripts/eval_matrix.py --preset int8 --out runs/eval-matrix/int8
+    # any settings: LABEL=EVAL ARGS, optionally prefixed by environment assignments
+    python scripts/eval_matrix.py --setting "beams 6=--backend ctranslate2 --num-beams 6" --out /tmp/m
+
+A setting reuses its report when ``OUT/<slug>.json`` exists (delete it to measure again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+ENGINES = {
+    "torch fp32": "--backend torch",
+    "CTranslate2 int8": "--backend ctranslate2 --compute-type int8",
+    "CTranslate2 float32": "--backend ctranslate2 --compute-type float32",
+}
+AVX2 = "ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 CT2_FORCE_CPU_ISA=AVX2"
+PRESETS = {
+    "card": [
+        (f"{engine}, {beams}, {faithful}", f"{args}{' --num-beams 4' if beams == 'beams 4' else ''}{'' if faithful == 'repair' else ' --no-faithful'}")
+        for engine, args in ENGINES.items()
+        for beams in ("greedy", "beams 4")
+        for faithful in ("repair", "no repair")
+    ],
+    "int8": [
+        (f"{isa}, {ct}, no repair", f"{env} --backend ctranslate2 --compute-type {ct} --no-faithful".strip())
+        for isa, env in (
+            ("VNNI (MKL)", ""),
+            ("VNNI (oneDNN)", "CT2_USE_MKL=0"),
+            ("AVX2 limits (MKL)", AVX2),
+            ("AVX2 limits (oneDNN)", f"CT2_USE_MKL=0 {AVX2}"),
+        )
+        for ct in ("float32", "int8")
+    ],
+}
+
+
+def parse_setting(text: str) -> tuple[str, dict, list[str]]:
+    """``"label=ENV=1 --flag x"`` -> label, environment, eval arguments.
+
+    >>> parse_setting("int8 avx2=MKL_ENABLE_INSTRUCTIONS=AVX2 --compute-type int8")
+    ('int8 avx2', {'MKL_ENABLE_INSTRUCTIONS': 'AVX2'}, ['--compute-type', 'int8'])
+    """
+    label, sep, rest = text.partition("=")
+    if not sep or not label.strip():
+        raise SystemExit(f"eval_matrix: setting {text!r}: expected LABEL=ARGS")
+    env, args = {}, []
+    for word in shlex.split(rest):
+        if not args and re.fullmatch(r"[A-Z][A-Z0-9_]*=.*", word):
+            key, _, value = word.partition("=")
+            env[key] = value
+        else:
+            args.append(word)
+    return label.strip(), env, args
+
+
+def slug(label: str) -> str:
+    """``"torch fp32, beams 4"`` -> ``"torch-fp32-beams-4"``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                flags = Path("/proc/cpuinfo").read_text()
+                isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if " avx2" in flags else "no AVX2"
+                return f"{name}, {os.cpu_count()} cores, {isa}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def run_setting(label: str, env: dict, args: list[str], common: list[str], out: Path) -> dict:
+    report = out / f"{slug(label)}.json"
+    if not report.is_file():
+        command = [sys.executable, "-m", "restore", "eval", *common, *args, "--report", str(report)]
+        print(f"== {label}: {' '.join(f'{k}={v}' for k, v in env.items())} {shlex.join(command[1:])}", flush=True)
+        before = load()
+        started = time.perf_counter()
+        done = subprocess.run(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            print(f"   failed (exit {done.returncode}): {tail}", flush=True)
+            return {"label": label, "error": tail}
+        summary = [line for line in done.stdout.splitlines() if line.startswith(("eval:", "faithful:", "engine"))]
+        extra = {"wall_seconds": round(wall, 1), "load_before": before, "load_after": load(), "env": env, "args": args, "stdout_summary": summary}
+        payload = json.loads(report.read_text(encoding="utf-8"))
+        payload["matrix"] = extra
+        report.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+    payload = json.loads(report.read_text(encoding="utf-8"))
+    scores, timings = payload["scores"], payload.get("timings", {})
+    stats = timings.get("restorer_stats") or {}
+    bleu_line = scores["bleu"]["line"]
+    bp = re.search(r"BP = ([0-9.]+)", bleu_line)
+    return {
+        "label": label,
+        "bleu": round(scores["bleu"]["score"], 2),
+        "chrf": round(scores["chrf"]["score"], 2),
+        "exact": round(scores["faithfulness"]["roundtrip_exact"], 2),
+        "content_f1": round(scores["faithfulness"]["content_f1"], 2),
+        "bp": float(bp.group(1)) if bp else None,
+        "tokens_per_s": round(stats.get("generated_tokens_per_s", 0.0)),
+        "seconds": round(timings.get("seconds", 0.0), 1),
+        "engine": timings.get("engine") or timings.get("device"),
+        "load": [round(payload["matrix"]["load_before"], 2), round(payload["matrix"]["load_after"], 2)],
+        "env": payload["matrix"]["env"],
+        "args": payload["matrix"]["args"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| setting | BLEU | chrF | round-trip exact | content F1 | BP | generated tokens/s | eval seconds | load 1-min (before, after) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['label']} | failed: {r['error']} |||||||")
+            continue
+        lines.append(
+            f"| {r['label']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['exact']:.2f}% | {r['content_f1']:.2f} | {r['bp']:.3f} "
+            f"| {r['tokens_per_s']:,} | {r['seconds']:.1f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), action="append", default=[])
+    parser.add_argument("--setting", action="append", default=[], help='"LABEL=[ENV=VALUE ...] EVAL ARGS" (repeatable)')
+    parser.add_argument("--model", default=str(REPO / "models" / "restore-small"))
+    parser.add_argument("--data", default="test")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--out", required=True, help="folder for the reports, matrix.json and matrix.md")
+    args = parser.parse_args(argv)
+    settings = [parse_setting(f"{label}={text}") for preset in args.preset for label, text in PRESETS[preset]]
+    settings += [parse_setting(text) for text in args.setting]
+    if not settings:
+        parser.error("give --preset or --setting")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--model", str(Path(args.model).resolve()), "--data", args.data]
+    if args.limit:
+        common += ["--limit", str(args.limit)]
+    started = time.perf_counter()
+    rows = []
+    for label, env, eval_args in settings:
+        rows.append(run_setting(label, env, eval_args, common, out))
+        (out / "matrix.json").write_text(json.dumps({"cpu": cpu_name(), "data": args.data, "model": args.model, "rows": rows}, indent=1), encoding="utf-8")
+    text = f"CPU: {cpu_name()}; model {args.model}; data {args.data}{f' (first {args.limit})' if args.limit else ''}\n\n{table(rows)}\n"
+    text += f"\nscripts/eval_matrix.py ran {len(rows)} settings in {time.perf_counter() - started:.0f} s (reused reports count 0 s)\n"
+    (out / "matrix.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
