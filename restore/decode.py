@@ -154,7 +154,7 @@ class StaticGreedyDecoder:
             input_ids = input_ids.to(device, non_blocking=True)
             attention_mask = attention_mask.to(device, non_blocking=True)
             encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            bucket = self._bucket(input_ids.shape[0], input_ids.shape[1], cache_length, device)
+            bucket = self._bucket(input_ids.shape[0], input_ids.shape[1], cache_length, device, self._cache_dtype(device))
             self._start(bucket, encoded, attention_mask, min_new_tokens)
             step = self._step_function(bucket)
             check_every = FINISHED_CHECK_EVERY if device.type == "cuda" else 1
@@ -171,14 +171,23 @@ class StaticGreedyDecoder:
         return "cuda graphs" if self.cuda_graphs and self.embed_tokens.weight.device.type == "cuda" else "eager"
 
     # buckets ----------------------------------------------------------------------------------------
-    def _bucket(self, rows: int, source_length: int, cache_length: int, device: torch.device) -> _Bucket:
-        key = (rows, source_length, cache_length)
+    def _cache_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the attention projections produce: autocast's where it is on, else the weights'.
+
+        Training evaluates dev BLEU under ``torch.autocast`` (bf16 on CUDA) with float32 weights;
+        a cache of the weights' dtype would then refuse the projections' bf16 keys.
+        """
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.embed_tokens.weight.dtype
+
+    def _bucket(self, rows: int, source_length: int, cache_length: int, device: torch.device, dtype: torch.dtype) -> _Bucket:
+        key = (rows, source_length, cache_length, dtype)
         if key in self._buckets:
             self._buckets.move_to_end(key)
             return self._buckets[key]
         while len(self._buckets) >= MAX_GRAPHS:
             self._buckets.popitem(last=False)
-        dtype = self.embed_tokens.weight.dtype
         heads, dim, layers = self.heads, self.head_dim, len(self.layers)
 
         def zeros(length: int) -> list[torch.Tensor]:

@@ -258,3 +258,22 @@ def test_a_derived_max_steps_is_kept_by_resume(tmp_path, data, capsys):
     second.run()
     assert second.state.step == 5 and second.state.max_steps == derived
     assert "time budget: " not in capsys.readouterr().out
+
+
+def test_dev_bleu_under_bf16_autocast_with_the_compact_decoder(tmp_path, data, monkeypatch):
+    """The GPU run's step-500 crash, on the CPU: dev BLEU runs under bf16 autocast (as on CUDA) with
+    float32 weights, and the compact decoder's KV cache must take the projections' bf16 keys."""
+    from restore import backends
+    from restore.decode import StaticGreedyDecoder
+    from restore.train import setup
+
+    init, decodes = backends.TorchGenerator.__init__, []
+    monkeypatch.setattr(backends.TorchGenerator, "__init__", lambda self, *a, **kw: init(self, *a, **{**kw, "compact": True}))
+    decode = StaticGreedyDecoder.decode
+    monkeypatch.setattr(StaticGreedyDecoder, "decode", lambda self, *a, **kw: decodes.append(1) or decode(self, *a, **kw))
+    trainer = setup(load_config(TINY, overrides(data, tmp_path / "autocast", "train.eval_bleu_pairs=8")))
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    assert next(model.parameters()).dtype == torch.float32
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        metrics = trainer._dev_bleu(model)
+    assert decodes and metrics["bleu_pairs"] == 8 and metrics["bleu"] >= 0.0
