@@ -48,7 +48,7 @@ from restore import __version__
 from restore.attention import PAD_MULTIPLE, configure_attention, round_up
 from restore.batching import budget_batches
 from restore.checkpoint import CHECKPOINT, RESTORE_JSON, export_model, load_checkpoint, save_checkpoint
-from restore.config import ExperimentConfig, config_differences, config_to_dict, dump_config, load_config_dict
+from restore.config import ExperimentConfig, config_differences, dump_config, load_config_dict, portable_config_dict, portable_path
 from restore.data import (
     IGNORE_INDEX,
     PairSet,
@@ -517,7 +517,7 @@ class Trainer:
         """Write the self-describing model directory (weights, tokenizer, restore.json)."""
         export_model(
             self.out, self.raw_model, self.tokenizer, self.config.chunking, self._training_info(completed, metrics),
-            config_to_dict(self.config), save_dtype=self.cfg.save_dtype, max_shard_size=self.cfg.max_shard_size,
+            portable_config_dict(self.config), save_dtype=self.cfg.save_dtype, max_shard_size=self.cfg.max_shard_size,
         )  # fmt: skip
 
     def _training_info(self, completed: bool, metrics: dict | None) -> dict:
@@ -539,7 +539,7 @@ class Trainer:
             "precision": "bf16 autocast" if self.accelerator.mixed_precision == "bf16" else "fp32",
             "saved_dtype": self.cfg.save_dtype,
             "parameters": count_parameters(self.raw_model),
-            "data": self.pairs,
+            "data": {split: _portable_stats(stats) for split, stats in self.pairs.items()},
             "train_pairs_encoded": len(self.train_set),
             "dev": metrics,
             "history": self.state.history,
@@ -617,6 +617,13 @@ def _check_output_dir(out: Path, config: ExperimentConfig, resume: bool) -> None
     changed = config_differences(saved, config, ignore=RESUME_MAY_CHANGE)
     if changed:
         raise RestoreError(f"--resume: {changed[0]} differs from the run in {out} (resume with the same settings)")
+
+
+def _portable_stats(stats: dict | None) -> dict | None:
+    """A split's data statistics as a model records them: its files as :func:`portable_path` names."""
+    if stats is None:
+        return None
+    return {**stats, "files": [portable_path(f) for f in stats.get("files", [])]}
 
 
 def _describe_pairs(name: str, pairs: PairSet) -> str:

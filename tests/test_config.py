@@ -27,10 +27,14 @@ def test_every_shipped_config_loads_and_validates(path):
     # Relative paths in a config resolve against the repository root, not the current directory.
     assert Path(cfg.train.output_dir).is_absolute() and Path(cfg.train.output_dir).is_relative_to(root)
     assert all(Path(f).is_absolute() for f in cfg.data.train_files)
-    # A dumped config loads back to the same config.
+    # A dumped config (as a run and its model record it: portable paths, no output or cache folder)
+    # loads back to the same config but for those folders, and no absolute path is left in it.
     import yaml
 
-    assert load_config_dict(yaml.safe_load(dump_config(cfg))) == cfg
+    dumped = dump_config(cfg)
+    assert str(root) not in dumped and "output_dir" not in dumped and "cache_dir" not in dumped
+    again = load_config_dict(yaml.safe_load(dumped), root=root)
+    assert config_differences(again, cfg) == [] and again.data.train_files == cfg.data.train_files
 
 
 def test_small_config_fits_the_shipping_budget():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from restore.cli import main
-from restore.config import load_config
+from restore.config import load_config, portable_path
 from restore.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,10 +80,16 @@ def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, dat
     assert info.chunking.max_source_words == load_config(TINY).chunking.max_source_words
     training = info.training
     assert training["completed"] and training["steps"] == 12 and training["tokens_seen"] > 0
-    assert training["data"]["train"]["files"] == [str(data["train"])] and training["dev"]["loss"] > 0
+    assert training["data"]["train"]["files"] == [portable_path(str(data["train"]))] and training["dev"]["loss"] > 0
     assert "bleu" in training["dev"] and training["device"].startswith("cpu")
     assert info.extra["config"]["model"]["d_model"] == load_config(TINY).model.d_model
     assert Lexicon.load(out).forms
+    # No path of the machine that trained it: data files relative to the repository (or by name),
+    # no output or cache folder (the GPU run's model recorded /tmp/restore-run and its checkout).
+    for name in ("restore.json", "train_config.yaml"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert str(REPO) not in text and str(tmp_path.parents[1]) not in text, name
+        assert "output_dir" not in text and "cache_dir" not in text, name
 
     # The directory now holds a run: training into it again needs --resume, which needs a checkpoint.
     assert main(args) == 1
