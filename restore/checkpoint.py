@@ -157,6 +157,14 @@ def default_model_dir() -> Path:
     )
 
 
+def resolve_model(model: str | Path | None = None) -> ModelInfo:
+    """The model a run uses, validated (:func:`read_model_info`): ``model``, else :func:`default_model_dir`.
+
+    Commands call it before torch is imported, so a missing or incomplete model is one line at once.
+    """
+    return read_model_info(model or default_model_dir())
+
+
 # --- training checkpoints and export ---------------------------------------------------------
 def save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state: dict) -> Path:
     """``out/checkpoint/``: state.pt (main process) + rng-RANK.pt (every rank), swapped in atomically."""

@@ -270,7 +270,7 @@ class Restorer:
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
 
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
-        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backends.choose_backend`),
+        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backend_choice.choose_backend`),
         except the Restorer's own keywords (``window_chunks``, ``faithful_beams``, ``new_tokens``,
         ``progress``, ``faithful``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
         (the fastest CPU path; int8 only where the CPU computes it accurately), else torch.
@@ -281,7 +281,7 @@ class Restorer:
         info = read_model_info(path)  # a bad model directory is reported before anything heavy loads
         from transformers import AutoConfig
 
-        from restore.backends import choose_backend
+        from restore.backend_choice import choose_backend
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
@@ -562,8 +562,8 @@ def run_infer_cli(args) -> None:
 
     Ends with one summary line on stderr.
     """
-    from restore.checkpoint import default_model_dir, read_model_info
-    from restore.cli import prepare_model_run
+    from restore.checkpoint import resolve_model
+    from restore.device import prepare_model_run
     from restore.textio import is_jsonl, output_lock
 
     started = time.perf_counter()
@@ -573,7 +573,7 @@ def run_infer_cli(args) -> None:
     if any(jsonl) and not all(jsonl):
         raise RestoreError("cannot mix .jsonl and text inputs in one run")
     records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
-    model = read_model_info(args.model or default_model_dir()).path  # checked before torch is imported
+    model = resolve_model(args.model).path  # checked before torch is imported
     with output_lock(args.output):  # one run per output file (before the model loads: fail fast)
         prepare_model_run()
         restorer = Restorer.from_pretrained(**restorer_options(args, model))

@@ -194,7 +194,7 @@ def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, 
 
 def cpu_engine_variants(args) -> list[tuple[str, Callable]]:
     """torch int8 always; the CTranslate2 rows when the package is installed."""
-    from restore.backend_ct2 import ctranslate2_available
+    from restore.backend_choice import ctranslate2_available
 
     variants: list[tuple[str, Callable]] = [(f"torch-qint8[bt={bt}]", cpu_engine_variant("torch-qint8", bt)) for bt in args.batch_tokens]
     if not ctranslate2_available():
