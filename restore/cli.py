@@ -112,7 +112,7 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     if args.source_field is not None or args.ray_actors is not None:
         raise RestoreError("--source-field and --ray-actors apply to shard inputs (a directory, a glob, "
                            ".parquet/.jsonl.gz/.jsonl.xz files, or .jsonl files with -o an existing directory)")
-    from restore.infer import run_infer_cli
+    from restore.infer_files import run_infer_cli
 
     run_infer_cli(args)
 

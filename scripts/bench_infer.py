@@ -415,7 +415,7 @@ class GoalRun:
 def corpus_documents(path: Path, chunking, chunks: int, skip_chunks: int = 0) -> tuple[list[str], int]:
     """Corrupted articles of ``path`` (whole documents, as users hold them) holding >= ``chunks`` chunks."""
     from restore.corrupt import corrupt
-    from restore.infer import document_chunks
+    from restore.chunking import document_chunks
 
     documents, count, skipped = [], 0, 0
     for text in read_article_texts(path):
@@ -487,7 +487,7 @@ def run_goal(args, bench: Bench, description: str) -> int:
 
     from restore.backends import TorchGenerator, pad_batch, strip_generated
     from restore.device import describe
-    from restore.infer import document_chunks
+    from restore.chunking import document_chunks
 
     fixed = bench.fixed_new_tokens
     device = bench.device
