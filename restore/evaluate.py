@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 from restore.chunking import ChunkConfig, chunk_joiner, chunk_text
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
-from restore.faithful import check, content_tokens  # the one definition of "content" (punctuation excluded)
+from restore.faithful_check import check, content_tokens  # the one definition of "content" (punctuation excluded)
 from restore.textio import atomic_output, read_data_text
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
 
 # --- faithfulness metrics (pure) -----------------------------------------------------------------
-# The exact round trip is the faithfulness check itself (one definition, in restore.faithful).
+# The exact round trip is the faithfulness check itself (one definition, in restore.faithful_check).
 roundtrip_exact = check
 
 

@@ -51,7 +51,8 @@ from restore.chunking import (
     tidy_spaces,
 )
 from restore.errors import RestoreError
-from restore.faithful import FaithfulStats, SurfaceForms, join_faithful, make_faithful
+from restore.faithful import FaithfulStats, join_faithful, make_faithful
+from restore.surface_forms import SurfaceForms
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
     import torch

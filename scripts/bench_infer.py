@@ -433,7 +433,7 @@ def corpus_documents(path: Path, chunking, chunks: int, skip_chunks: int = 0) ->
 
 def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int | None):
     """The product Restorer (overlap as on the device) around ``generator``; ``faithful="check"``: check only."""
-    from restore.faithful import check
+    from restore.faithful_check import check
     from restore.infer import Restorer
 
     class CheckOnly(Restorer):

@@ -321,7 +321,7 @@ def test_every_backend_restores_faithfully(varied_model_dir, backend):
     if backend == "ctranslate2":
         pytest.importorskip("ctranslate2")
     from restore.chunking import chunk_text
-    from restore.faithful import check_content
+    from restore.faithful_check import check_content
     from restore.infer import Restorer
 
     restorer = Restorer.from_pretrained(varied_model_dir, device="cpu", backend=backend)
