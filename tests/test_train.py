@@ -152,7 +152,8 @@ def test_cli_process_reports_a_missing_data_path_without_traceback(tmp_path):
 def test_padding_to_multiples_of_8_changes_neither_the_loss_nor_the_outputs(data, tmp_path):
     import torch.nn.functional as F
 
-    from restore.data import IGNORE_INDEX, ArticleSelection, TokenizedPairs, prepare_pairs
+    from restore.data import ArticleSelection, prepare_pairs
+    from restore.token_ids import IGNORE_INDEX, TokenizedPairs
     from restore.model import build_model
     from restore.tokenizer import train_tokenizer
     from restore.chunking import ChunkConfig
@@ -184,7 +185,8 @@ def test_padding_to_multiples_of_8_changes_neither_the_loss_nor_the_outputs(data
 def test_time_budget_derives_max_steps_and_dev_bleu_is_what_inference_gives(tmp_path, data, capsys):
     from sacrebleu.metrics import BLEU
 
-    from restore.data import ArticleSelection, eval_indices, prepare_pairs
+    from restore.data import ArticleSelection, prepare_pairs
+    from restore.token_ids import eval_indices
     from restore.chunking import ChunkConfig
     from restore.infer import Restorer
     from restore.train import setup
