@@ -131,6 +131,13 @@ def test_auto_without_package_is_torch(no_ctranslate2):
     assert choose_backend("ctranslate2", "cpu").name == "ctranslate2"  # explicit: loading it then fails clearly
 
 
+def test_every_backend_name_has_a_loader():
+    from restore.backend_choice import BACKEND_NAMES
+    from restore.backends import BACKENDS
+
+    assert tuple(BACKENDS) == BACKEND_NAMES  # --backend's choices (backend_choice) are the loaders (backends)
+
+
 def test_loading_without_package_is_restore_error(no_ctranslate2, model_dir):
     with pytest.raises(RestoreError, match="optional package ctranslate2"):
         _ct2_generator(model_dir, "int8")
