@@ -54,7 +54,6 @@ def never_generated_ids(config) -> list[int]:
     return sorted({config.pad_token_id, config.bos_token_id} - {config.eos_token_id, None})
 
 
-
 @dataclass(frozen=True)
 class BackendChoice:
     """The engine to run, the options it gets (e.g. ``compute_type``) and why it was chosen."""

@@ -169,7 +169,6 @@ def resolve_model(model: str | Path | None = None) -> ModelInfo:
     return read_model_info(model or default_model_dir())
 
 
-
 # --- the parts a Restorer loads --------------------------------------------------------------------
 def read_max_positions(directory: str | Path) -> int:
     """The model's positions (``max_position_embeddings`` of ``config.json``; one clear error if unreadable)."""

@@ -334,8 +334,6 @@ def _count_batch(batch: dict) -> dict:
 
 
 # --- samples ---------------------------------------------------------------------------------
-
-
 def sample_indices(n: int, count: int, seed: int) -> np.ndarray:
     """A deterministic random sample of ``min(count, n)`` indices, in increasing order."""
     if count >= n:

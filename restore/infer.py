@@ -490,5 +490,3 @@ def restorer_options(args, model: str | Path | None = None) -> dict:
         static_cache=args.static_cache,
         faithful=args.faithful,
     )
-
-

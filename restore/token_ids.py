@@ -27,8 +27,6 @@ IGNORE_INDEX = -100  # label of padding: no loss
 
 
 # --- encoding (parallel, cached) -------------------------------------------------------------
-
-
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short content hash of a fast tokenizer (vocabulary, pieces, special-token template).
 

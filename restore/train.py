@@ -142,8 +142,6 @@ def _prepare_data(config: ExperimentConfig, selections, accelerator, log) -> tup
 
 
 # --- the stages of setup ---------------------------------------------------------------------
-
-
 def _check_output_dir(out: Path, config: ExperimentConfig, resume: bool) -> None:
     has_run = (out / CHECKPOINT).is_dir() or (out / RESTORE_JSON).is_file()
     if not resume:
@@ -236,5 +234,3 @@ def _make_optimizer(model: torch.nn.Module, config: ExperimentConfig, device: to
     ]
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, config.train.adam_beta2), eps=1e-8, **extra)
-
-

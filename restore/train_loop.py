@@ -85,7 +85,7 @@ def budget_max_steps(steps_done: int, steps_per_second: float, seconds_left: flo
 # --- the loop --------------------------------------------------------------------------------
 @dataclass(kw_only=True, eq=False)
 class Trainer:
-    """Runs steps, evaluates, checkpoints and exports; one instance per session, built by :func:`setup`."""
+    """Runs steps, evaluates, checkpoints and exports; one instance per session, built by :func:`restore.train.setup`."""
 
     config: ExperimentConfig
     accelerator: object
