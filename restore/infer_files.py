@@ -5,8 +5,8 @@
 - ``.jsonl`` inputs: every record's ``source`` is restored into ``restored``, other fields
   kept; finished records go to ``OUTPUT.part`` as they come, so an interrupted run resumes.
 
-Every input is read and checked, and the model directory validated, before torch is imported;
-the output is locked for the run. A :class:`~restore.infer.Restorer` does the restoring; this
+The inputs are checked (``.jsonl`` records read and validated) and the model directory
+validated before torch is imported; the output is locked for the run. A :class:`~restore.infer.Restorer` does the restoring; this
 module reads, writes, shows progress and prints the summary line (:func:`summary_line`).
 Shard inputs (directories, globs, parquet) are :mod:`restore.corpus`'s.
 """

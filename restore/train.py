@@ -8,18 +8,20 @@ One run, in order:
    the lexicon from a sample of targets (counted in parallel, cached); both saved into
    ``train.output_dir`` (kept as they are when resuming);
 3. encode the pairs to ids (:mod:`restore.token_ids`, in parallel, cached beside the pairs,
-   keyed by the tokenizer's content); build the model (:mod:`restore.model`) or start from ``model.init_from``;
-4. an ``accelerate`` loop (:mod:`restore.train_loop`): bf16 autocast on CUDA, fp32 on the CPU; length-grouped
-   token-budget batches (lengths padded to multiples of 8, so shapes repeat), fixed per
-   epoch by the seed; AdamW with warmup and linear/cosine decay; periodic dev loss and
-   dev BLEU decoded exactly as ``restore infer`` decodes (greedy, no repair; :mod:`restore.train_eval`);
-   checkpoints;
+   keyed by the tokenizer's content); build the model (:mod:`restore.model`) or start from
+   ``model.init_from``;
+4. an ``accelerate`` loop (:mod:`restore.train_loop`): bf16 autocast on CUDA, fp32 on the
+   CPU; length-grouped token-budget batches (lengths padded to multiples of 8, so shapes
+   repeat), fixed per epoch by the seed; AdamW with warmup and linear/cosine decay; periodic
+   dev loss and dev BLEU decoded exactly as ``restore infer`` decodes (greedy, no repair;
+   :mod:`restore.train_eval`); checkpoints;
 5. export a self-describing model directory: ``save_pretrained`` weights (safetensors,
    ``train.save_dtype``), tokenizer, ``lexicon.json.gz`` and ``restore.json``.
 
-This module is the setup: :func:`setup` builds steps 1-3 and returns a ready
-:class:`~restore.train_loop.Trainer`; :meth:`~restore.train_loop.Trainer.run` does 4 and 5. With ``train.time_budget_minutes`` the step rate is measured after a
-warm-up and ``max_steps`` derived from it, so that the LR schedule ends when the budget does.
+This module is the setup: :func:`setup` does steps 1-3 and returns a ready
+:class:`~restore.train_loop.Trainer`, whose :meth:`~restore.train_loop.Trainer.run` does 4
+and 5. With ``train.time_budget_minutes`` the step rate is measured after a warm-up and
+``max_steps`` derived from it, so that the LR schedule ends when the budget does.
 
 Multi-GPU needs no code change: ``torchrun --nproc-per-node N -m restore train ...``
 or ``accelerate launch -m restore train ...``; every rank takes its share of each
