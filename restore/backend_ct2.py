@@ -2,7 +2,7 @@
 
 Optional: needs ``pip install 'restore[ctranslate2]'``. Without the package,
 asking for this backend is one clear :class:`RestoreError`; ``--backend auto``
-then uses PyTorch (see :func:`restore.backends.choose_backend`, which also picks the
+then uses PyTorch (see :func:`restore.backend_choice.choose_backend`, which also picks the
 compute type: int8 only where this CPU computes it accurately, :mod:`restore.cpu`).
 
 How a model directory becomes a CTranslate2 model:
@@ -52,11 +52,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from restore.backend_choice import QUANTIZATIONS, default_compute_type, import_ctranslate2, never_generated_ids
 from restore.errors import RestoreError
 
-# Compute types a user may ask for; the default per device is restore.backends.choose_backend's.
-QUANTIZATIONS = ("int8", "float32", "bfloat16", "int8_float32", "int8_bfloat16")
-COMPUTE_TYPE_CHOICES = ("auto", *QUANTIZATIONS)  # --compute-type
 # Rows per sub-batch: tokens/s is flat from 8 to 64 rows per worker and drops at 128 (measured, int8).
 MAX_ROWS_PER_WORKER = 64
 # Default --batch-tokens with this backend: room for one full sub-batch per worker.
@@ -66,25 +64,6 @@ BATCH_TOKENS_PER_WORKER = 12288
 # at 2 vs 82% at 1; transformers' stopping rule itself has no CTranslate2 equivalent).
 BEAM_PATIENCE = 2.0
 MARKER = "restore-conversion.json"
-INSTALL_HINT = "pip install 'restore[ctranslate2]' (or use --backend torch)"
-
-
-def import_ctranslate2() -> Any:
-    """The ``ctranslate2`` module, or a one-line :class:`RestoreError` saying how to install it."""
-    try:
-        import ctranslate2
-    except ImportError as e:  # also when sys.modules["ctranslate2"] is None
-        raise RestoreError(f"the ctranslate2 backend needs the optional package ctranslate2 ({e}); {INSTALL_HINT}") from None
-    return ctranslate2
-
-
-def ctranslate2_available() -> bool:
-    """Whether the optional ``ctranslate2`` package can be imported."""
-    try:
-        import_ctranslate2()
-    except RestoreError:
-        return False
-    return True
 
 
 # --- conversion (cached) ---------------------------------------------------------------------------
@@ -322,7 +301,7 @@ def load_ctranslate2_generator(
     """The CTranslate2 backend for a model directory: convert (cached) and load.
 
     ``device``: a ``torch.device`` or ``"cpu"``/``"cuda"``; ``compute_type``: weights
-    (default: :func:`restore.backends.default_compute_type` for the device and CPU); ``dtype``
+    (default: :func:`restore.backend_choice.default_compute_type` for the device and CPU); ``dtype``
     is ignored (the torch backend's). ``options`` go to :class:`CTranslate2Generator`
     (``workers``, ``reason``, ...).
     """
@@ -335,13 +314,9 @@ def load_ctranslate2_generator(
     if device_type == "cuda" and ctranslate2.get_cuda_device_count() == 0:
         raise RestoreError("this ctranslate2 build cannot use CUDA; use --backend torch on the GPU")
     if not compute_type:
-        from restore.backends import default_compute_type
-
         compute_type, why = default_compute_type(device_type)
         options.setdefault("reason", why)
     ct2_dir = converted_model_dir(model_dir, compute_type)
-    from restore.backends import never_generated_ids
-
     config = AutoConfig.from_pretrained(model_dir)
     return CTranslate2Generator(
         ct2_dir, device=device_type, compute_type=compute_type, eos_id=config.eos_token_id,

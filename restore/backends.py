@@ -5,7 +5,8 @@ sorting, batching by a token budget, reassembly); a backend only runs the
 model on one batch. Any object with this ``generate`` method is a backend
 (:class:`Generator`); :class:`TorchGenerator` runs a transformers model with
 PyTorch, on the CPU or a CUDA GPU. Other backends (e.g. CTranslate2) live in
-their own modules and are listed in :data:`BACKENDS` by name.
+their own modules and are listed in :data:`BACKENDS` by name; which one a run
+uses, and what they share, is :mod:`restore.backend_choice`'s (it imports no torch).
 
 Conventions every backend follows:
 
@@ -24,7 +25,6 @@ Conventions every backend follows:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -32,8 +32,8 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 
 from restore.attention import configure_attention, padded_length, round_up
+from restore.backend_choice import never_generated_ids
 from restore.decode import compact_decoder_for
-from restore.errors import RestoreError
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,6 @@ def strip_generated(sequences: torch.Tensor, eos_id: int, max_new_tokens: int) -
     # Index of the first </s> per row (the row length where there is none), found on the device.
     ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), body.shape[1]).clamp(max=max_new_tokens)
     return [row[:end] for row, end in zip(body.tolist(), ends.tolist())]
-
-
-def never_generated_ids(config) -> list[int]:
-    """Special ids a restoration never contains: ``<pad>`` and ``<s>`` of a model config (every backend).
-
-    >>> from types import SimpleNamespace
-    >>> never_generated_ids(SimpleNamespace(pad_token_id=0, bos_token_id=2, eos_token_id=3))
-    [0, 2]
-    """
-    return sorted({config.pad_token_id, config.bos_token_id} - {config.eos_token_id, None})
 
 
 def restore_generation_config(config) -> GenerationConfig:
@@ -339,70 +329,6 @@ def load_ctranslate2_generator(model_dir: str | Path, device: torch.device, dtyp
 
 
 # Backends by name: ``factory(model_dir, device, dtype, **options) -> Generator``.
-# ``auto`` (see :func:`choose_backend`): ctranslate2 on the CPU when installed, else torch.
+# The names are restore.backend_choice.BACKEND_NAMES; ``auto`` (see :func:`restore.backend_choice.choose_backend`):
+# ctranslate2 on the CPU when installed, else torch.
 BACKENDS: dict[str, BackendFactory] = {"torch": load_torch_generator, "ctranslate2": load_ctranslate2_generator}
-BACKEND_CHOICES = ("auto", *BACKENDS)
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    """The engine to run, the options it gets (e.g. ``compute_type``) and why it was chosen."""
-
-    name: str
-    options: dict = field(default_factory=dict)
-    reason: str = ""
-
-
-def default_compute_type(device_type: str) -> tuple[str, str]:
-    """CTranslate2's compute type for a device, and why: bf16 on CUDA; on the CPU int8 only where this
-    CPU computes it accurately (VNNI, :mod:`restore.cpu`), else float32 (measured: without VNNI, int8
-    log-probs drift 13x more and 39% of a test model's greedy outputs differ from fp32's, against 8%
-    with VNNI; CTranslate2 float32 equals PyTorch's exactly).
-
-    >>> default_compute_type("cuda")
-    ('bfloat16', 'bf16 on CUDA')
-    """
-    if device_type == "cuda":
-        return "bfloat16", "bf16 on CUDA"
-    from restore.cpu import int8_support
-
-    support = int8_support()
-    if support.accurate:
-        return "int8", f"int8: {support.reason}"
-    return "float32", f"float32, not int8: {support.reason}"
-
-
-def choose_backend(requested: str, device_type: str, *, torch_only: bool = False, compute_type: str = "auto") -> BackendChoice:
-    """The engine for ``--backend`` (and ``--compute-type``) on a device, with the reason.
-
-    ``auto``: CTranslate2 on the CPU when it is installed (the fastest CPU path), in int8 where
-    this CPU computes int8 accurately, else float32; PyTorch on CUDA, without the package, or
-    when a torch-only option such as ``--static-cache`` is asked for.
-
-    >>> choose_backend("torch", "cpu").name, choose_backend("auto", "cuda").reason
-    ('torch', 'auto: PyTorch on CUDA')
-    >>> choose_backend("auto", "cpu", torch_only=True).reason
-    'auto: --static-cache is a PyTorch option'
-    """
-    from restore.backend_ct2 import COMPUTE_TYPE_CHOICES, ctranslate2_available
-
-    if requested not in BACKEND_CHOICES:
-        raise RestoreError(f"unknown backend {requested!r}: choose one of {', '.join(BACKEND_CHOICES)}")
-    if compute_type not in COMPUTE_TYPE_CHOICES:
-        raise RestoreError(f"unknown compute type {compute_type!r}: choose one of {', '.join(COMPUTE_TYPE_CHOICES)}")
-    if requested == "auto":
-        if device_type != "cpu":
-            return BackendChoice("torch", reason="auto: PyTorch on CUDA")
-        if torch_only:
-            return BackendChoice("torch", reason="auto: --static-cache is a PyTorch option")
-        if not ctranslate2_available():
-            return BackendChoice("torch", reason="auto: ctranslate2 is not installed")
-        requested = "ctranslate2"
-    if requested == "torch":
-        if compute_type != "auto":
-            raise RestoreError("--compute-type is an option of the ctranslate2 backend (PyTorch runs fp32 on the CPU, bf16 on CUDA)")
-        return BackendChoice("torch", reason="--backend torch")
-    if compute_type != "auto":
-        return BackendChoice("ctranslate2", {"compute_type": compute_type}, f"--compute-type {compute_type}")
-    chosen, why = default_compute_type(device_type)
-    return BackendChoice("ctranslate2", {"compute_type": chosen}, why)

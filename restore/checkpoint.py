@@ -10,6 +10,10 @@ A restore model directory holds:
   dev metrics);
 - ``lexicon.json.gz`` (optional): surface forms per stem, see :mod:`restore.lexicon`.
 
+:func:`read_model_info` validates a directory (:func:`resolve_model`: the one a run uses);
+:func:`read_max_positions`, :func:`load_tokenizer` and :func:`load_lexicon` load what a
+:class:`~restore.infer.Restorer` needs besides the weights (those are the backend's).
+
 Training also writes ``checkpoint/`` into the run directory (:func:`save_checkpoint`):
 model, optimizer and scheduler states, where the run stands, and every rank's RNG
 states, so that ``--resume`` continues exactly (:func:`load_checkpoint`). torch is
@@ -156,6 +160,42 @@ def default_model_dir() -> Path:
         "train one with `python -m restore train --config configs/small.yaml` and pass --model DIR"
     )
 
+
+def resolve_model(model: str | Path | None = None) -> ModelInfo:
+    """The model a run uses, validated (:func:`read_model_info`): ``model``, else :func:`default_model_dir`.
+
+    Commands call it before torch is imported, so a missing or incomplete model is one line at once.
+    """
+    return read_model_info(model or default_model_dir())
+
+
+# --- the parts a Restorer loads --------------------------------------------------------------------
+def read_max_positions(directory: str | Path) -> int:
+    """The model's positions (``max_position_embeddings`` of ``config.json``; one clear error if unreadable)."""
+    from transformers import AutoConfig
+
+    path = Path(directory)
+    try:
+        return AutoConfig.from_pretrained(path).max_position_embeddings
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise RestoreError(f"{path / 'config.json'}: cannot read the model config ({str(e).splitlines()[0]})") from None
+
+
+def load_tokenizer(directory: str | Path):
+    """The model's tokenizer (``AutoTokenizer``; one clear error if it cannot be loaded)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise RestoreError(f"{directory}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
+
+
+def load_lexicon(directory: str | Path):
+    """The model's surface-form lexicon (:mod:`restore.lexicon`, for faithfulness repair), or None if it has none."""
+    from restore.lexicon import LEXICON_FILE, Lexicon
+
+    return Lexicon.load(directory) if (Path(directory) / LEXICON_FILE).is_file() else None
 
 # --- training checkpoints and export ---------------------------------------------------------
 def save_checkpoint(out: Path, accelerator, model, optimizer, scheduler, state: dict) -> Path:

@@ -9,6 +9,8 @@ there into *units*, then pack consecutive units greedily into *chunks* of at mos
 Training (``restore.data``) applies the very same rule to the token stream of an
 article, keeping only the cuts that fall between two Punkt sentences, so that
 every source chunk is aligned with the exact span of original text it came from.
+At restore time :func:`document_chunks` cuts every line of a document so, and
+:func:`assemble` joins the restored chunks back into the document.
 
 >>> toks = "# # earli life born 1879 . father farmer . # # career join armi .".split()
 >>> [" ".join(c) for c in chunk_tokens(toks, ChunkConfig(max_source_words=7))]
@@ -17,6 +19,7 @@ every source chunk is aligned with the exact span of original text it came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,6 +32,8 @@ HEADING_MARK = "#"
 # (as in the training targets): see :func:`chunk_joiner`.
 CHUNK_JOINER = " "
 HEADING_JOINER = "\n\n"
+# Restored lines of a document are joined with a blank line (each line is restored on its own).
+LINE_JOINER = "\n\n"
 
 
 @dataclass(frozen=True)
@@ -149,3 +154,69 @@ def chunk_joiner(chunk: str) -> str:
     ('\\n\\n', ' ')
     """
     return HEADING_JOINER if starts_with_heading(chunk) else CHUNK_JOINER
+
+
+# --- documents <-> chunks (restore time) ---------------------------------------------------------
+def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list[str]]:
+    """Chunks of a corrupted document, with the text that goes before each chunk's output.
+
+    Every line is chunked on its own; blank lines are skipped.
+
+    >>> document_chunks("# # life born 1879 . father farmer .\\n\\nsecond doc", ChunkConfig(max_source_words=6))
+    (['# # life born 1879 .', 'father farmer .', 'second doc'], ['', ' ', '\\n\\n'])
+    >>> document_chunks("  \\n", ChunkConfig())
+    ([], [])
+    """
+    chunks: list[str] = []
+    joiners: list[str] = []
+    for line in document.splitlines():
+        for k, chunk in enumerate(chunk_text(line, config)):
+            if not chunks:
+                joiners.append("")
+            elif k == 0:
+                joiners.append(LINE_JOINER)
+            else:
+                joiners.append(chunk_joiner(chunk))
+            chunks.append(chunk)
+    return chunks, joiners
+
+
+def assemble(outputs: Sequence[str], joiners: Sequence[str]) -> str:
+    """A restored document from its chunk outputs (see :func:`document_chunks`).
+
+    Runs of spaces a model may emit are tidied to one (no token changes: whitespace only
+    separates tokens), and each chunk's output is stripped before it is joined.
+
+    >>> assemble(["He was born.", "## Career\\n\\nHe ran."], ["", "\\n\\n"])
+    'He was born.\\n\\n## Career\\n\\nHe ran.'
+    >>> assemble(["He  was   born. ", "He ran.  \\nOn."], ["", " "])
+    'He was born. He ran.\\nOn.'
+    """
+    return "".join(joiner + tidy_spaces(output) for joiner, output in zip(joiners, outputs, strict=True))
+
+
+def tidy_spaces(text: str) -> str:
+    """A chunk's output stripped, spaces and tabs before a line break dropped, other runs of them made one.
+
+    >>> tidy_spaces(" He  ran. \\nOn. ")
+    'He ran.\\nOn.'
+    """
+    return _SPACE_RUN.sub(" ", _TRAILING_SPACE.sub("\n", text.strip()))
+
+
+_SPACE_RUN = re.compile(r"[ \t]{2,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+def split_in_half(chunk: str) -> list[str]:
+    """Two halves of a chunk: at the middle token, or (one huge token) at the middle character.
+
+    >>> split_in_half("a b c d e"), split_in_half("abcdef")
+    (['a b', 'c d e'], ['abc', 'def'])
+    """
+    tokens = chunk.split()
+    if len(tokens) > 1:
+        half = len(tokens) // 2
+        return [" ".join(tokens[:half]), " ".join(tokens[half:])]
+    half = len(chunk) // 2
+    return [chunk[:half], chunk[half:]]

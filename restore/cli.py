@@ -18,7 +18,7 @@ import sys
 import threading
 
 from restore import __version__
-from restore.backend_ct2 import COMPUTE_TYPE_CHOICES  # a light module (ctranslate2 is imported on use)
+from restore.backend_choice import BACKEND_CHOICES, COMPUTE_TYPE_CHOICES  # light: no torch, no ctranslate2
 from restore.errors import RestoreError
 
 
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model directory (default: $RESTORE_MODEL, else the model shipped in models/)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"),
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                    help="auto: CTranslate2 on the CPU when installed (pip install 'restore[ctranslate2]'), else torch")
     p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
                    help="CTranslate2 weights; auto: int8 where this CPU computes it accurately (VNNI), else float32; bf16 on CUDA")
@@ -79,24 +79,6 @@ def _check_model_options(args: argparse.Namespace) -> None:
     if args.batch_tokens is not None:
         check_positive("--batch-tokens", args.batch_tokens)
     check_positive("--num-beams", args.num_beams)
-
-
-def prepare_model_run() -> None:
-    """Threads and logging for a command that runs a model (called once its inputs are checked).
-
-    PyTorch gets :func:`restore.device.default_cpu_threads` threads unless the user set a
-    thread count; transformers shows no "Loading weights" bars or notices (a run shows its
-    own progress and one summary line).
-    """
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from restore.device import default_cpu_threads, threads_chosen_by_user
-
-    if not threads_chosen_by_user():
-        torch.set_num_threads(default_cpu_threads())
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 # --- infer -----------------------------------------------------------------------------------
@@ -130,7 +112,7 @@ def _cmd_infer(args: argparse.Namespace) -> None:
     if args.source_field is not None or args.ray_actors is not None:
         raise RestoreError("--source-field and --ray-actors apply to shard inputs (a directory, a glob, "
                            ".parquet/.jsonl.gz/.jsonl.xz files, or .jsonl files with -o an existing directory)")
-    from restore.infer import run_infer_cli
+    from restore.infer_files import run_infer_cli
 
     run_infer_cli(args)
 

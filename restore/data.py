@@ -15,44 +15,35 @@ an exact span of the original text:
 
 A pair is ``source = " ".join(chunk tokens)`` and ``target = text[first_start:last_end]``.
 
-Preparation runs as ``datasets.map(batched=True, num_proc=N)`` and is saved with
-``save_to_disk`` under ``cache_dir/pairs-<key>``, where the key covers the data files
-(path, size, mtime), the selection, the chunking settings and the corruption spec.
+Preparation runs as ``datasets.map(batched=True, num_proc=N)`` (:mod:`restore.parallel_map`) and
+is saved with ``save_to_disk`` under ``cache_dir/pairs-<key>``, where the key covers the data
+files (path, size, mtime), the selection, the chunking settings and the corruption spec. The
+lexicon of a pair set is counted the same way (:func:`build_lexicon`); the pairs' token ids
+are :mod:`restore.token_ids`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import json
-import logging
 import os
-import shutil
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 
-from restore.attention import PAD_MULTIPLE, padded_length
-from restore.batching import budget_batches
 from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
 from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
-from restore.device import available_cpus
 from restore.errors import RestoreError
+from restore.parallel_map import cache_entry, interruptible_workers, num_proc_for, parallel_map, quiet_datasets, scratch_folder
 
 PAIRS_FORMAT = "pairs/1"  # bump when pairing changes: old caches are then ignored
-IDS_FORMAT = "ids/1"  # bump when encoding changes
 LEXICON_FORMAT = "lexicon/1"  # bump when the lexicon's rule changes
 COMPRESSIONS = (".xz", ".gz", ".bz2", ".zst", ".lz4")
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".text": "text", ".md": "text"}
-IGNORE_INDEX = -100
 
 
 # --- one article -----------------------------------------------------------------------------
@@ -154,104 +145,6 @@ def builder_for(path: str) -> str:
     return builder
 
 
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Keep ``datasets`` from logging (its errors become one RestoreError line instead)."""
-    import datasets
-
-    level = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity(logging.CRITICAL)
-    if not sys.stderr.isatty():
-        datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        datasets.logging.set_verbosity(level)
-
-
-@contextlib.contextmanager
-def _interruptible_workers() -> Iterator[None]:
-    """Ctrl-C during a multi-process ``datasets.map``: one ``KeyboardInterrupt`` in this process only.
-
-    The terminal sends SIGINT to every process of the group: without this, each worker
-    (and the pool's manager) prints its own traceback, and the pool's clean-up turns the
-    interrupt into a ``TimeoutError``. Worker processes are forked with a SIGINT handler
-    that ignores the signal (the pool terminates them when this process unwinds); here the
-    signal raises ``KeyboardInterrupt``, whatever error the unwinding raises on top of it.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    parent, interrupted = os.getpid(), []
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_interrupt(signum, frame):
-        if os.getpid() != parent:
-            return  # a forked worker: the parent stops it
-        interrupted.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    except BaseException:
-        if interrupted:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def parallel_map(dataset, function, work: Path, name: str, num_proc: int | None, **options):
-    """``dataset.map(function, batched=True, num_proc=...)`` with its cache files in ``work``.
-
-    Quiet, interruptible (see :func:`_interruptible_workers`) and with a fixed fingerprint,
-    so ``datasets`` neither hashes ``function``'s arguments (a tokenizer) nor caches
-    anything outside ``work``.
-    """
-    with _quiet_datasets(), _interruptible_workers():
-        return dataset.map(
-            function,
-            batched=True,
-            num_proc=num_proc,
-            cache_file_name=str(work / f"{name}.arrow"),
-            new_fingerprint=hashlib.sha256(f"{work}/{name}".encode()).hexdigest()[:16],
-            desc=name,
-            **options,
-        )
-
-
-@contextlib.contextmanager
-def _cache_entry(dest: Path) -> Iterator[Path]:
-    """Build a cache entry in a temporary folder beside ``dest``, renamed to ``dest`` when complete.
-
-    An interrupted or failed build leaves nothing behind (the temporary folder is removed).
-    """
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _scratch(path: Path) -> Iterator[Path]:
-    """A scratch folder (this process's own), removed afterwards whatever happens."""
-    path = path.with_name(f"{path.name}-{os.getpid()}")
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def load_file(path: str, text_field: str, cache_dir: str):
     """One local file as a ``datasets.Dataset`` with a single ``text`` column (None if it is empty)."""
     import datasets
@@ -259,7 +152,7 @@ def load_file(path: str, text_field: str, cache_dir: str):
     builder = builder_for(path)
     kwargs = {"sample_by": "document"} if builder == "text" else {}  # a text file is one article
     try:
-        with _quiet_datasets():
+        with quiet_datasets():
             ds = datasets.load_dataset(builder, data_files=[path], split="train", cache_dir=cache_dir, **kwargs)
     except StopIteration:
         return None
@@ -385,8 +278,8 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
         return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": True}, key)
     started = time.perf_counter()
     articles = load_articles(selection, cache_dir)
-    procs = _num_proc(num_proc, len(articles))
-    with _scratch(Path(cache_dir) / f"pairs-{key}.work") as work, _cache_entry(dest) as tmp:
+    procs = num_proc_for(num_proc, len(articles))
+    with scratch_folder(Path(cache_dir) / f"pairs-{key}.work") as work, cache_entry(dest) as tmp:
         per_article = parallel_map(
             articles, _pairs_batch, work, "pairs", procs, batch_size=64,
             fn_kwargs={"chunking": chunking}, remove_columns=articles.column_names,
@@ -401,15 +294,10 @@ def prepare_pairs(selection: ArticleSelection, chunking: ChunkConfig, cache_dir:
             "num_proc": procs or 1,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        with _quiet_datasets(), _interruptible_workers():
+        with quiet_datasets(), interruptible_workers():
             pairs.save_to_disk(str(tmp))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return PairSet(datasets.load_from_disk(str(dest)), {**stats, "cached": False}, key)
-
-
-def _num_proc(requested: int, rows: int) -> int | None:
-    procs = min(requested or available_cpus(), max(1, rows // 8))  # tiny inputs are not worth a process pool
-    return procs if procs > 1 else None
 
 
 # --- the lexicon of a pair set -----------------------------------------------------------------
@@ -426,15 +314,15 @@ def build_lexicon(pairs: PairSet, sample_pairs: int, seed: int, min_count: int, 
     if pairs.key and (dest / LEXICON_FILE).is_file():
         return Lexicon.load(dest)
     sample = pairs.dataset.select(sample_indices(len(pairs), sample_pairs, seed))
-    with _scratch(dest.with_name(f"{dest.name}.work")) as work:
+    with scratch_folder(dest.with_name(f"{dest.name}.work")) as work:
         counted = parallel_map(
-            sample, _count_batch, work, "lexicon", _num_proc(num_proc, len(sample)), batch_size=1000,
+            sample, _count_batch, work, "lexicon", num_proc_for(num_proc, len(sample)), batch_size=1000,
             remove_columns=sample.column_names,
         )  # fmt: skip
         counts = merge_counts(json.loads(part) for part in counted["counts"])
     lexicon = Lexicon.from_counts(counts, min_count=min_count, max_entries=max_entries)
     if pairs.key:
-        with _cache_entry(dest) as tmp:
+        with cache_entry(dest) as tmp:
             lexicon.save(tmp)
     return lexicon
 
@@ -445,191 +333,7 @@ def _count_batch(batch: dict) -> dict:
     return {"counts": [json.dumps(count_surface_forms(batch["target"]), ensure_ascii=False)]}
 
 
-# --- token ids in memory ---------------------------------------------------------------------
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A short content hash of a fast tokenizer (vocabulary, pieces, special-token template).
-
-    >>> from restore.tokenizer import train_tokenizer
-    >>> a, b = (train_tokenizer(["the party will"] * 20, 300) for _ in range(2))
-    >>> tokenizer_fingerprint(a) == tokenizer_fingerprint(b), len(tokenizer_fingerprint(a))
-    (True, 16)
-    """
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
-
-
-def encode_pairs(pairs: PairSet, tokenizer, max_length: int, cache_dir: str, num_proc: int = 0) -> "TokenizedPairs":
-    """Token ids of prepared pairs, encoded in parallel and cached beside them.
-
-    The cache entry ``cache_dir/ids-<pairs key>-<tokenizer fingerprint>-<max_length>`` holds
-    flat ``.npy`` arrays; a later run with the same pairs, tokenizer and length loads it
-    instead of encoding again. Pairs without a cache key (not prepared from files) are
-    encoded every time.
-    """
-    if not pairs.key:
-        return TokenizedPairs.encode(pairs.dataset, tokenizer, max_length, num_proc)
-    dest = Path(cache_dir) / f"ids-{pairs.key}-{tokenizer_fingerprint(tokenizer)}-{max_length}"
-    if (dest / "meta.json").is_file():
-        return TokenizedPairs.load(dest)
-    with _cache_entry(dest) as tmp:
-        encoded = TokenizedPairs.encode(pairs.dataset, tokenizer, max_length, num_proc)
-        encoded.save(tmp)
-    return encoded
-
-
-def _encode_batch(batch: dict, tokenizer) -> dict:
-    return {
-        "src": tokenizer(list(batch["source"]), verbose=False)["input_ids"],
-        "tgt": tokenizer(list(batch["target"]), verbose=False)["input_ids"],
-    }
-
-
-def _list_column(table, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A ``list<int32>`` arrow column as (flat values, lengths) numpy arrays."""
-    import pyarrow.compute as pc
-
-    column = table.column(name).combine_chunks()
-    return np.asarray(column.flatten(), dtype=np.int32), np.asarray(pc.list_value_length(column), dtype=np.int64)
-
-
-@dataclass
-class TokenizedPairs:
-    """Token ids of all pairs as flat arrays (fast batching without Python lists per pair).
-
-    Pair ``i`` has source ids ``src[src_off[i]:src_off[i + 1]]`` (ending in ``</s>``) and
-    target ids likewise; pairs longer than ``max_length`` on either side are left out.
-    """
-
-    src: np.ndarray
-    src_off: np.ndarray
-    tgt: np.ndarray
-    tgt_off: np.ndarray
-    dropped: int = 0
-
-    ARRAYS = ("src", "src_off", "tgt", "tgt_off")
-
-    @classmethod
-    def encode(cls, pairs, tokenizer, max_length: int, num_proc: int = 0) -> "TokenizedPairs":
-        """Encode a pairs dataset (``source``, ``target`` columns) with ``datasets.map`` on ``num_proc`` processes.
-
-        ``num_proc`` 0 = all CPU cores. Every worker runs the fast tokenizer on its share
-        (``datasets`` turns the tokenizer's own threads off in forked workers).
-        """
-        import tempfile
-
-        import datasets
-
-        features = datasets.Features({"src": datasets.Sequence(datasets.Value("int32")), "tgt": datasets.Sequence(datasets.Value("int32"))})
-        with tempfile.TemporaryDirectory(prefix="restore-encode-") as work:
-            encoded = parallel_map(
-                pairs, _encode_batch, Path(work), "encode", _num_proc(num_proc, len(pairs)), batch_size=1000,
-                fn_kwargs={"tokenizer": tokenizer}, remove_columns=pairs.column_names, features=features,
-            )  # fmt: skip
-            table = encoded.data.table
-            src, src_lens = _list_column(table, "src")
-            tgt, tgt_lens = _list_column(table, "tgt")
-            del encoded, table
-        keep = (src_lens <= max_length) & (tgt_lens <= max_length)
-        return cls(
-            src[np.repeat(keep, src_lens)], _offsets(src_lens[keep]),
-            tgt[np.repeat(keep, tgt_lens)], _offsets(tgt_lens[keep]),
-            dropped=int((~keep).sum()),
-        )  # fmt: skip
-
-    def save(self, folder: Path) -> None:
-        for name in self.ARRAYS:
-            np.save(folder / f"{name}.npy", getattr(self, name))
-        (folder / "meta.json").write_text(json.dumps({"format": IDS_FORMAT, "dropped": self.dropped}) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, folder: Path) -> "TokenizedPairs":
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        arrays = [np.load(folder / f"{name}.npy", mmap_mode="r") for name in cls.ARRAYS]
-        return cls(*arrays, dropped=meta["dropped"])
-
-    def __len__(self) -> int:
-        return len(self.src_off) - 1
-
-    @property
-    def src_lens(self) -> np.ndarray:
-        return np.diff(self.src_off)
-
-    @property
-    def tgt_lens(self) -> np.ndarray:
-        return np.diff(self.tgt_off)
-
-    def collate(self, indices: Sequence[int], pad_id: int, decoder_start_id: int, pad_multiple: int = PAD_MULTIPLE) -> dict[str, torch.Tensor]:
-        """A padded batch: ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``labels`` (-100 = pad).
-
-        Lengths are padded up to a multiple of ``pad_multiple`` (:func:`restore.attention.padded_length`),
-        so that batch shapes repeat; the padding is masked (source) or ignored (labels).
-        """
-        n = len(indices)
-        src_len = padded_length(int(max(self.src_off[i + 1] - self.src_off[i] for i in indices)), pad_multiple)
-        tgt_len = padded_length(int(max(self.tgt_off[i + 1] - self.tgt_off[i] for i in indices)), pad_multiple)
-        input_ids = np.full((n, src_len), pad_id, dtype=np.int64)
-        attention = np.zeros((n, src_len), dtype=np.int64)
-        labels = np.full((n, tgt_len), IGNORE_INDEX, dtype=np.int64)
-        decoder_in = np.full((n, tgt_len), pad_id, dtype=np.int64)
-        for row, i in enumerate(indices):
-            s = self.src[self.src_off[i] : self.src_off[i + 1]]
-            t = self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]]
-            input_ids[row, : len(s)] = s
-            attention[row, : len(s)] = 1
-            labels[row, : len(t)] = t
-            decoder_in[row, 0] = decoder_start_id  # teacher forcing: targets shifted right
-            decoder_in[row, 1 : len(t)] = t[:-1]
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(attention),
-            "decoder_input_ids": torch.from_numpy(decoder_in),
-            "labels": torch.from_numpy(labels),
-        }
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    """``[0, l0, l0 + l1, ...]``.
-
-    >>> _offsets(np.array([2, 3])).tolist()
-    [0, 2, 5]
-    """
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
-
-
-# --- batches ---------------------------------------------------------------------------------
-def token_batches(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """Length-grouped batches of at most ``batch_tokens`` padded tokens, shuffled per epoch.
-
-    Pairs are shuffled, stably sorted by length (so equal lengths mix differently every
-    epoch), cut greedily into batches (size x longest <= budget; a longer pair goes alone)
-    and the batch order is shuffled. The same ``(seed, epoch)`` always gives the same batches.
-
-    >>> bs = token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, seed=0, epoch=0)
-    >>> sorted(sorted(b.tolist()) for b in bs)
-    [[0], [1, 3, 4], [2], [5]]
-    >>> [b.tolist() for b in bs] == [b.tolist() for b in token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, 0, 0)]
-    True
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    order = order[np.argsort(lengths[order], kind="stable")]
-    batches = [order[r.start : r.stop] for r in budget_batches(lengths[order], batch_tokens)]
-    rng.shuffle(batches)
-    return batches
-
-
-def eval_indices(n: int, count: int) -> np.ndarray:
-    """``count`` indices spread evenly over ``n`` pairs (a dev sample that covers every article).
-
-    >>> eval_indices(10, 4).tolist(), eval_indices(3, 8).tolist()
-    ([0, 3, 6, 9], [0, 1, 2])
-    """
-    if count >= n:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, count).round().astype(np.int64))
-
-
+# --- samples ---------------------------------------------------------------------------------
 def sample_indices(n: int, count: int, seed: int) -> np.ndarray:
     """A deterministic random sample of ``min(count, n)`` indices, in increasing order."""
     if count >= n:

@@ -1,6 +1,7 @@
 """The one device/dtype resolver: cuda -> bf16, cpu -> fp32 (never fp16); CPU cores and threads.
 
 torch is imported where it is used, so that commands report bad input before loading it.
+:func:`prepare_model_run` sets up a process that runs a model (threads, quiet transformers).
 """
 
 from __future__ import annotations
@@ -81,3 +82,19 @@ def default_cpu_threads() -> int:
     the rest (measured with ``scripts/bench_threads.py``: see the README, Performance).
     """
     return max(1, min(available_cpus(), MAX_DEFAULT_THREADS))
+
+
+def prepare_model_run() -> None:
+    """Threads and logging for a process that runs a model (call it once its inputs are checked).
+
+    PyTorch gets :func:`default_cpu_threads` threads unless the user set a thread count
+    (:func:`threads_chosen_by_user`); transformers shows no "Loading weights" bars or notices
+    (a run shows its own progress and one summary line).
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    if not threads_chosen_by_user():
+        torch.set_num_threads(default_cpu_threads())
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

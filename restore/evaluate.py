@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Protocol, Sequence
 from restore.chunking import ChunkConfig, chunk_joiner, chunk_text
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
-from restore.faithful import check, content_tokens  # the one definition of "content" (punctuation excluded)
+from restore.faithful_check import check, content_tokens  # the one definition of "content" (punctuation excluded)
 from restore.textio import atomic_output, read_data_text
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
 
 
 # --- faithfulness metrics (pure) -----------------------------------------------------------------
-# The exact round trip is the faithfulness check itself (one definition, in restore.faithful).
+# The exact round trip is the faithfulness check itself (one definition, in restore.faithful_check).
 roundtrip_exact = check
 
 
@@ -416,7 +416,7 @@ def load_system(
     """The ``baseline`` (``identity`` or ``dictionary``, whose lexicon is ``lexicon``, else the
     model's), or else the ``model`` directory (default: the shipped one) restoring with the
     given generation settings (as for ``restore infer``; ``compute_type``: CTranslate2's weights)."""
-    from restore.checkpoint import RESTORE_JSON, default_model_dir, read_model_info
+    from restore.checkpoint import RESTORE_JSON, default_model_dir, resolve_model
 
     if baseline:
         from restore.baselines import make_baseline
@@ -429,7 +429,7 @@ def load_system(
                 pass  # make_baseline says how to get a lexicon
         restorer = make_baseline(baseline, lexicon_dir)
         return System(restorer, f"baseline:{baseline}", ChunkConfig(), "cpu", {"lexicon": str(lexicon_dir)} if lexicon_dir else None)
-    info = read_model_info(model or default_model_dir())
+    info = resolve_model(model)
     from restore.device import describe
     from restore.infer import Restorer
 
@@ -508,10 +508,10 @@ def run_eval_cli(args) -> None:
     if not data_path.is_file():
         raise RestoreError(f"{data_path}: {'is a directory, expected a data file' if data_path.is_dir() else 'no such file'}")
     if not args.baseline:
-        from restore.checkpoint import default_model_dir, read_model_info
-        from restore.cli import prepare_model_run
+        from restore.checkpoint import resolve_model
+        from restore.device import prepare_model_run
 
-        read_model_info(args.model or default_model_dir())
+        resolve_model(args.model)
         prepare_model_run()
     system = load_system(
         model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,

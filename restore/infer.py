@@ -5,7 +5,7 @@ How a document is restored:
 1. every input line is restored on its own (a text file may hold several
    corrupted documents or paragraphs, one per line); restored lines are joined
    with a blank line (``"\\n\\n"``);
-2. a line is cut into chunks with :func:`restore.chunking.chunk_text`, the same
+2. a line is cut into chunks with :func:`restore.chunking.document_chunks`, the same
    rule the model was trained with (settings from the model's ``restore.json``);
 3. chunks of all documents in flight are sorted by length, grouped into batches
    by a token budget and generated (like CTranslate2's ``translate_batch``), then
@@ -15,7 +15,12 @@ How a document is restored:
    source starts with a heading (``# #``), matching the training targets.
 
 Each chunk may generate at most ``ceil(4 * source ids) + 16`` tokens (capped by
-the model's positions), so a degenerate model cannot loop forever.
+the model's positions), so a degenerate model cannot loop forever. With ``faithful``
+(the default) every output is made to corrupt back to its source (:mod:`restore.faithful`).
+
+This module is the :class:`Restorer` (and the options a command builds it from,
+:func:`restorer_options`); ``restore infer`` runs it on files (:mod:`restore.infer_files`)
+or on shards (:mod:`restore.corpus`).
 
 >>> chunks, joiners = document_chunks("a b . c d .\\n# # e f . g", ChunkConfig(max_source_words=5))
 >>> chunks, joiners
@@ -27,26 +32,33 @@ the model's positions), so a degenerate model cannot loop forever.
 from __future__ import annotations
 
 import math
-import re
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from restore.batching import budget_batches
-from restore.chunking import CHUNK_JOINER, ChunkConfig, chunk_joiner, chunk_text, starts_with_heading
+from restore.chunking import (
+    CHUNK_JOINER,
+    LINE_JOINER,
+    ChunkConfig,
+    assemble,
+    document_chunks,
+    split_in_half,
+    starts_with_heading,
+    tidy_spaces,
+)
 from restore.errors import RestoreError
-from restore.faithful import FaithfulStats, SurfaceForms, join_faithful, make_faithful
+from restore.faithful import FaithfulStats, join_faithful, make_faithful
+from restore.surface_forms import SurfaceForms
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
     import torch
 
     from restore.backends import BackendFactory, Generator
 
-LINE_JOINER = "\n\n"
 # Generation limit per chunk: NEW_TOKENS_PER_SOURCE * source ids + NEW_TOKENS_EXTRA.
 NEW_TOKENS_PER_SOURCE = 4
 NEW_TOKENS_EXTRA = 16
@@ -63,67 +75,6 @@ FLUSH_SECONDS = 5.0
 # Faithfulness (restore.faithful): chunks that do not corrupt back are re-decoded with this beam
 # (all its hypotheses returned, best first) before the closest one is repaired.
 FAITHFUL_BEAMS = 4
-
-
-# --- documents <-> chunks --------------------------------------------------------------------------
-def document_chunks(document: str, config: ChunkConfig) -> tuple[list[str], list[str]]:
-    """Chunks of a corrupted document, with the text that goes before each chunk's output.
-
-    Every line is chunked on its own; blank lines are skipped.
-
-    >>> document_chunks("# # life born 1879 . father farmer .\\n\\nsecond doc", ChunkConfig(max_source_words=6))
-    (['# # life born 1879 .', 'father farmer .', 'second doc'], ['', ' ', '\\n\\n'])
-    >>> document_chunks("  \\n", ChunkConfig())
-    ([], [])
-    """
-    chunks: list[str] = []
-    joiners: list[str] = []
-    for line in document.splitlines():
-        for k, chunk in enumerate(chunk_text(line, config)):
-            if not chunks:
-                joiners.append("")
-            elif k == 0:
-                joiners.append(LINE_JOINER)
-            else:
-                joiners.append(chunk_joiner(chunk))
-            chunks.append(chunk)
-    return chunks, joiners
-
-
-def assemble(outputs: Sequence[str], joiners: Sequence[str]) -> str:
-    """A restored document from its chunk outputs (see :func:`document_chunks`).
-
-    Runs of spaces a model may emit are tidied to one (no token changes: whitespace only
-    separates tokens), and each chunk's output is stripped before it is joined.
-
-    >>> assemble(["He was born.", "## Career\\n\\nHe ran."], ["", "\\n\\n"])
-    'He was born.\\n\\n## Career\\n\\nHe ran.'
-    >>> assemble(["He  was   born. ", "He ran.  \\nOn."], ["", " "])
-    'He was born. He ran.\\nOn.'
-    """
-    return "".join(joiner + _tidy_spaces(output) for joiner, output in zip(joiners, outputs, strict=True))
-
-
-def _tidy_spaces(text: str) -> str:
-    return _SPACE_RUN.sub(" ", _TRAILING_SPACE.sub("\n", text.strip()))
-
-
-_SPACE_RUN = re.compile(r"[ \t]{2,}")
-_TRAILING_SPACE = re.compile(r"[ \t]+\n")
-
-
-def split_in_half(chunk: str) -> list[str]:
-    """Two halves of a chunk: at the middle token, or (one huge token) at the middle character.
-
-    >>> split_in_half("a b c d e"), split_in_half("abcdef")
-    (['a b', 'c d e'], ['abc', 'def'])
-    """
-    tokens = chunk.split()
-    if len(tokens) > 1:
-        half = len(tokens) // 2
-        return [" ".join(tokens[:half]), " ".join(tokens[half:])]
-    half = len(chunk) // 2
-    return [chunk[:half], chunk[half:]]
 
 
 # --- batching --------------------------------------------------------------------------------------
@@ -270,18 +221,16 @@ class Restorer:
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
 
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
-        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backends.choose_backend`),
+        ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backend_choice.choose_backend`),
         except the Restorer's own keywords (``window_chunks``, ``faithful_beams``, ``new_tokens``,
         ``progress``, ``faithful``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
         (the fastest CPU path; int8 only where the CPU computes it accurately), else torch.
         Threads and logging are the caller's (the command line sets them up).
         """
-        from restore.checkpoint import read_model_info
+        from restore.checkpoint import load_lexicon, load_tokenizer, read_max_positions, read_model_info
 
         info = read_model_info(path)  # a bad model directory is reported before anything heavy loads
-        from transformers import AutoConfig
-
-        from restore.backends import choose_backend
+        from restore.backend_choice import choose_backend
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
@@ -292,12 +241,9 @@ class Restorer:
             backend = choice.name
             options = {**options, **choice.options, "reason": choice.reason}
         factory = _backend_factory(backend)
-        try:  # config.json first: the tokenizer reads it too, and would take the blame for it
-            max_positions = AutoConfig.from_pretrained(info.path).max_position_embeddings
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise RestoreError(f"{info.path / 'config.json'}: cannot read the model config ({str(e).splitlines()[0]})") from None
-        tokenizer = _load_tokenizer(info.path)
-        own["lexicon"] = _load_lexicon(info.path)
+        max_positions = read_max_positions(info.path)  # config.json first: the tokenizer reads it too, and would take the blame
+        tokenizer = load_tokenizer(info.path)
+        own["lexicon"] = load_lexicon(info.path)
         generator = factory(info.path, resolved, dtype_for(resolved), **options)
         return cls(
             tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
@@ -375,7 +321,7 @@ class Restorer:
             if k == 0 or (joiner == LINE_JOINER and not starts_with_heading(chunk)):
                 lines.append([])
             lines[-1].append(k)
-        tidy = [_tidy_spaces(output) for output in outputs]
+        tidy = [tidy_spaces(output) for output in outputs]
         return "".join(
             joiners[line[0]]
             + join_faithful(
@@ -529,63 +475,6 @@ def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
     return BACKENDS[backend]
 
 
-def _load_lexicon(path: Path):
-    """The model's surface-form lexicon (for faithfulness repair), or None if it has none."""
-    from restore.lexicon import LEXICON_FILE, Lexicon
-
-    return Lexicon.load(path) if (Path(path) / LEXICON_FILE).is_file() else None
-
-
-def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise RestoreError(f"{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
-
-
-# --- command line ----------------------------------------------------------------------------------
-def run_infer_cli(args) -> None:
-    """``restore infer``: restore text files, stdin or ``.jsonl`` records (``source`` -> ``restored``).
-
-    - text inputs: each file (or stdin, ``-``) is one document; the restored documents
-      are written one after another, separated by a blank line (an empty one writes nothing);
-    - ``.jsonl`` inputs: every record's ``source`` is restored into ``restored``, other
-      fields kept. Finished records are appended to ``OUTPUT.part`` after every window of
-      chunks (a few seconds or a few hundred chunks of work, see :meth:`Restorer.restore_many`)
-      and it is renamed to ``OUTPUT`` at the end; an interrupted (even killed) run leaves the
-      ``.part``, and the same command continues from it (to stdout there is nothing to resume).
-
-    A file output is locked (:func:`restore.textio.output_lock`): a second run on it stops
-    with one line naming the first.
-
-    Ends with one summary line on stderr.
-    """
-    from restore.checkpoint import default_model_dir, read_model_info
-    from restore.cli import prepare_model_run
-    from restore.textio import is_jsonl, output_lock
-
-    started = time.perf_counter()
-    inputs = list(args.inputs) or ["-"]
-    _check_inputs(inputs)
-    jsonl = [is_jsonl(p) for p in inputs]
-    if any(jsonl) and not all(jsonl):
-        raise RestoreError("cannot mix .jsonl and text inputs in one run")
-    records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
-    model = read_model_info(args.model or default_model_dir()).path  # checked before torch is imported
-    with output_lock(args.output):  # one run per output file (before the model loads: fail fast)
-        prepare_model_run()
-        restorer = Restorer.from_pretrained(**restorer_options(args, model))
-        loaded = time.perf_counter()
-        with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
-            if records is not None:
-                _infer_jsonl(restorer, records, args.output, bar)
-            else:
-                _infer_text(restorer, inputs, args.output, bar)
-    print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
-
-
 def restorer_options(args, model: str | Path | None = None) -> dict:
     """Keyword arguments of :meth:`Restorer.from_pretrained` from ``restore infer``'s options
     (a plain dict: Ray actors build their own Restorer from it)."""
@@ -601,109 +490,3 @@ def restorer_options(args, model: str | Path | None = None) -> dict:
         static_cache=args.static_cache,
         faithful=args.faithful,
     )
-
-
-def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float) -> str:
-    """The one line printed at the end of a run: work done, the engine, speed, faithfulness.
-
-    ``chunks`` counts each chunk once; chunks generated again with beams (to make them
-    faithful) are counted apart, as ``re-decoded``.
-    """
-    s = restorer.stats
-    rate = s.generated_tokens / restore_seconds if restore_seconds > 0 else 0.0
-    oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
-    return (
-        f"restore infer: {s.documents} documents, {s.chunks} chunks, {s.redecoded} re-decoded with beams; "
-        f"engine: {restorer.generator.describe()}; {s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
-        f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
-    )
-
-
-def _check_inputs(inputs: list[str]) -> None:
-    """Fail early (before loading a model) on inputs that cannot be read."""
-    if inputs.count("-") > 1:
-        raise RestoreError("stdin (-) can be given only once")
-    for name in inputs:
-        path = Path(name)
-        if name != "-" and not path.exists():
-            raise RestoreError(f"{path}: no such file")
-        if name != "-" and path.is_dir():
-            raise RestoreError(f"{path}: is a directory, expected a text or .jsonl file")
-
-
-def _read_records(inputs: list[str]) -> list[dict]:
-    from restore.textio import parse_jsonl, read_text
-
-    return [record for name in inputs for record in parse_jsonl(read_text(name), name, required="source")]
-
-
-def _infer_text(restorer: Restorer, inputs: list[str], output: str, bar) -> None:
-    from restore.textio import atomic_output, read_text
-
-    documents = (read_text(name) for name in inputs)  # read lazily: one file in memory at a time
-    with atomic_output(output) as out:
-        written = False
-        for restored in restorer.restore_many(documents):
-            bar.update(1)
-            if restored:
-                out.write(("\n\n" if written else "") + restored)
-                written = True
-        if written:
-            out.write("\n")
-
-
-def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar) -> None:
-    from restore.textio import STDIO, dump_jsonl_line, partial_path, resumable_jsonl_output
-
-    if output in (None, STDIO):
-        for record, restored in zip(records, restorer.restore_many(r["source"] for r in records), strict=True):
-            sys.stdout.write(dump_jsonl_line({**record, "restored": restored}))
-            sys.stdout.flush()
-            bar.update(1)
-        return
-    with resumable_jsonl_output(output) as (out, done):
-        _check_resumable(done, records, partial_path(output))
-        bar.update(len(done))
-        todo = records[len(done) :]
-        for record, restored in zip(todo, restorer.restore_many(r["source"] for r in todo), strict=True):
-            out.write(dump_jsonl_line({**record, "restored": restored}))
-            out.flush()  # a record is either whole in the .part file or missing
-            bar.update(1)
-
-
-def _check_resumable(done: list[dict], records: list[dict], part: Path) -> None:
-    """The records of an interrupted run must be the first inputs, restored (else refuse to mix)."""
-    if len(done) > len(records):
-        raise RestoreError(f"{part}: has more records than the input; delete it to start over")
-    for k, (old, new) in enumerate(zip(done, records), 1):
-        if {key: value for key, value in old.items() if key != "restored"} != {
-            key: value for key, value in new.items() if key != "restored"
-        } or not isinstance(old.get("restored"), str):
-            raise RestoreError(f"{part}: record {k} does not match the input; delete it to start over")
-
-
-class _ProgressBar:
-    """A tqdm bar (on a terminal only) of documents, with chunks and tokens/s, fed by the Restorer."""
-
-    def __init__(self, restorer: Restorer, total: int):
-        from tqdm import tqdm
-
-        self.restorer = restorer
-        self.started = time.perf_counter()
-        self.bar = tqdm(total=total, desc="restore", unit="doc", disable=None, dynamic_ncols=True)
-        restorer.progress = self.on_batch
-
-    def on_batch(self, stats: InferStats) -> None:
-        rate = stats.generated_tokens / max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(f"{stats.chunks} chunks, {rate:.0f} tok/s", refresh=False)
-        self.bar.refresh()
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def __enter__(self) -> "_ProgressBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-        self.restorer.progress = None

@@ -2,10 +2,10 @@
 
 The only module that imports Ray (``pip install 'restore[ray]'``). The shards are read with
 ``ray.data`` (:class:`ShardDatasource`: the same reader as the single-process path,
-:func:`restore.corpus.read_shard`), restored by ``map_batches`` with a pool of
+:func:`restore.shards.read_shard`), restored by ``map_batches`` with a pool of
 :class:`RestoreActor` (each holds one :class:`~restore.infer.Restorer`: one GPU per actor on a
 GPU cluster; on CPUs one actor per :data:`CPUS_PER_ACTOR` cores, or ``--ray-actors N``), and
-come back to the driver in order, where :class:`restore.corpus.ShardSink` writes them shard by
+come back to the driver in order, where :class:`restore.shards.ShardSink` writes them shard by
 shard exactly like the single-process path (temporary name, renamed when complete; a rerun
 skips complete shards). Input shards and the model must be at the same path on every node (a
 shared filesystem); the output directory is the driver's.
@@ -22,18 +22,17 @@ import pyarrow as pa
 import ray
 from ray.data.datasource import FileBasedDatasource
 
-from restore.corpus import (
+from restore.errors import RestoreError
+from restore.shards import (
     BATCH_ROWS,
     CorpusPlan,
     ShardSink,
     SinkStats,
     open_shard,
     progress_bar,
-    ray_address,
     read_shard,
     restore_table,
 )
-from restore.errors import RestoreError
 
 # CPU cores per actor by default on a cluster without GPUs (one Restorer uses them all).
 CPUS_PER_ACTOR = 4
@@ -61,7 +60,7 @@ class RestoreActor:
     """One :class:`~restore.infer.Restorer` per actor; restores the tables Ray Data hands it."""
 
     def __init__(self, options: dict, source_field: str, cpus: int | None = None):
-        from restore.cli import prepare_model_run
+        from restore.device import prepare_model_run
         from restore.infer import Restorer
 
         options = dict(options)
@@ -71,7 +70,7 @@ class RestoreActor:
         if cpus:
             import torch
 
-            from restore.backends import choose_backend
+            from restore.backend_choice import choose_backend
 
             torch.set_num_threads(cpus)
             if isinstance(options.get("backend"), str):
@@ -108,12 +107,12 @@ def actor_resources(resources: dict, device: str, actors: int | None) -> tuple[i
     return actors, {"num_cpus": cores}, cores, "cpu"
 
 
-def run_ray_job(plan: CorpusPlan, args) -> tuple[SinkStats, str]:
-    """Restore ``plan``'s shards on Ray (see the module docstring); returns the counts and the engine."""
+def run_ray_job(plan: CorpusPlan, args, address: str | None) -> tuple[SinkStats, str]:
+    """Restore ``plan``'s shards on Ray (see the module docstring) at ``address`` (None: a local Ray
+    instance, or ``$RAY_ADDRESS``; see :func:`restore.corpus.ray_address`); returns the counts and the engine."""
     from restore.checkpoint import read_model_info
     from restore.infer import restorer_options
 
-    address = ray_address(args.ray)
     options = restorer_options(args)
     options["path"] = str(Path(options["path"]).resolve())  # workers run in other directories
     read_model_info(options["path"])  # a missing or incomplete model: one clear line before Ray starts

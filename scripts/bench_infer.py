@@ -194,7 +194,7 @@ def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, 
 
 def cpu_engine_variants(args) -> list[tuple[str, Callable]]:
     """torch int8 always; the CTranslate2 rows when the package is installed."""
-    from restore.backend_ct2 import ctranslate2_available
+    from restore.backend_choice import ctranslate2_available
 
     variants: list[tuple[str, Callable]] = [(f"torch-qint8[bt={bt}]", cpu_engine_variant("torch-qint8", bt)) for bt in args.batch_tokens]
     if not ctranslate2_available():
@@ -415,7 +415,7 @@ class GoalRun:
 def corpus_documents(path: Path, chunking, chunks: int, skip_chunks: int = 0) -> tuple[list[str], int]:
     """Corrupted articles of ``path`` (whole documents, as users hold them) holding >= ``chunks`` chunks."""
     from restore.corrupt import corrupt
-    from restore.infer import document_chunks
+    from restore.chunking import document_chunks
 
     documents, count, skipped = [], 0, 0
     for text in read_article_texts(path):
@@ -433,7 +433,7 @@ def corpus_documents(path: Path, chunking, chunks: int, skip_chunks: int = 0) ->
 
 def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int | None):
     """The product Restorer (overlap as on the device) around ``generator``; ``faithful="check"``: check only."""
-    from restore.faithful import check
+    from restore.faithful_check import check
     from restore.infer import Restorer
 
     class CheckOnly(Restorer):
@@ -487,7 +487,7 @@ def run_goal(args, bench: Bench, description: str) -> int:
 
     from restore.backends import TorchGenerator, pad_batch, strip_generated
     from restore.device import describe
-    from restore.infer import document_chunks
+    from restore.chunking import document_chunks
 
     fixed = bench.fixed_new_tokens
     device = bench.device

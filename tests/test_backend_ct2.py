@@ -112,7 +112,7 @@ def no_ctranslate2(monkeypatch):
 
 
 def test_missing_package_is_one_clear_line(no_ctranslate2):
-    from restore.backend_ct2 import ctranslate2_available, import_ctranslate2
+    from restore.backend_choice import ctranslate2_available, import_ctranslate2
 
     assert not ctranslate2_available()
     with pytest.raises(RestoreError) as error:
@@ -123,12 +123,19 @@ def test_missing_package_is_one_clear_line(no_ctranslate2):
 
 
 def test_auto_without_package_is_torch(no_ctranslate2):
-    from restore.backends import choose_backend
+    from restore.backend_choice import choose_backend
 
     assert choose_backend("auto", "cpu").name == "torch"
     assert choose_backend("auto", "cpu").reason == "auto: ctranslate2 is not installed"
     assert choose_backend("auto", "cuda").name == "torch"
     assert choose_backend("ctranslate2", "cpu").name == "ctranslate2"  # explicit: loading it then fails clearly
+
+
+def test_every_backend_name_has_a_loader():
+    from restore.backend_choice import BACKEND_NAMES
+    from restore.backends import BACKENDS
+
+    assert tuple(BACKENDS) == BACKEND_NAMES  # --backend's choices (backend_choice) are the loaders (backends)
 
 
 def test_loading_without_package_is_restore_error(no_ctranslate2, model_dir):
@@ -150,7 +157,7 @@ def test_bart_config_shim():
 # --- with ctranslate2 -------------------------------------------------------------------------------
 def test_auto_with_package_is_ctranslate2_on_cpu_only():
     pytest.importorskip("ctranslate2")
-    from restore.backends import choose_backend
+    from restore.backend_choice import choose_backend
 
     assert choose_backend("auto", "cpu").name == "ctranslate2"
     assert choose_backend("auto", "cuda").name == "torch"
@@ -159,7 +166,7 @@ def test_auto_with_package_is_ctranslate2_on_cpu_only():
 def test_auto_compute_type_follows_the_cpus_int8_accuracy():
     """int8 where the CPU has VNNI for the int8 library, float32 elsewhere; the reason says which."""
     pytest.importorskip("ctranslate2")
-    from restore.backends import choose_backend
+    from restore.backend_choice import choose_backend
     from restore.cpu import int8_support
 
     support = int8_support()
@@ -222,7 +229,7 @@ def test_int8_log_probs_close_to_torch(varied_model_dir, varied_inputs):
     """float32 log-probabilities equal PyTorch's everywhere; int8 ones are close where the CPU has
     VNNI, and elsewhere ``--backend auto`` does not use int8 (teacher-forced on torch's outputs)."""
     pytest.importorskip("ctranslate2")
-    from restore.backends import choose_backend
+    from restore.backend_choice import choose_backend
     from restore.cpu import int8_support
     from restore.model import load_pretrained
 
@@ -254,7 +261,7 @@ def test_int8_log_probs_close_to_torch(varied_model_dir, varied_inputs):
 def test_int8_agrees_with_fp32_where_the_cpu_allows_int8(calmer_model_dir, varied_inputs):
     """What ``--backend auto`` runs on this CPU agrees with fp32 PyTorch: int8 with VNNI, float32 without."""
     pytest.importorskip("ctranslate2")
-    from restore.backends import choose_backend
+    from restore.backend_choice import choose_backend
 
     expected = _torch_generator(calmer_model_dir).generate(varied_inputs, 32)
     assert len(set(map(tuple, expected))) > 3
@@ -271,7 +278,8 @@ def test_int8_agrees_with_fp32_where_the_cpu_allows_int8(calmer_model_dir, varie
 AVX2_LIMITS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "CT2_FORCE_CPU_ISA": "AVX2"}
 AVX2_CHILD = """
 import json, sys, torch
-from restore.backends import choose_backend, load_torch_generator
+from restore.backend_choice import choose_backend
+from restore.backends import load_torch_generator
 from restore.backend_ct2 import load_ctranslate2_generator
 from restore.cpu import int8_support
 path, inputs = sys.argv[1], json.loads(sys.argv[2])
@@ -320,7 +328,7 @@ def test_every_backend_restores_faithfully(varied_model_dir, backend):
     if backend == "ctranslate2":
         pytest.importorskip("ctranslate2")
     from restore.chunking import chunk_text
-    from restore.faithful import check_content
+    from restore.faithful_check import check_content
     from restore.infer import Restorer
 
     restorer = Restorer.from_pretrained(varied_model_dir, device="cpu", backend=backend)
@@ -441,7 +449,7 @@ def test_restorer_takes_the_backends_batch_budget(model_dir):
     from restore.backend_ct2 import CTranslate2Generator
     from restore.infer import Restorer
 
-    from restore.backends import default_compute_type
+    from restore.backend_choice import default_compute_type
 
     restorer = Restorer.from_pretrained(model_dir, device="cpu", backend="ctranslate2")
     assert isinstance(restorer.generator, CTranslate2Generator)

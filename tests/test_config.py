@@ -117,7 +117,9 @@ def test_config_differences_names_changed_keys():
     assert config_differences(a, b, ignore={"train.stop_after_steps"}) == ["train.seed"]
 
 
-@pytest.mark.parametrize("module", ["restore.config", "restore.cli"])
+@pytest.mark.parametrize(
+    "module", ["restore.config", "restore.cli", "restore.backend_choice", "restore.infer_files", "restore.corpus", "restore.evaluate"]
+)
 def test_config_and_cli_import_nothing_heavy(module):
     # A bad config or a missing input must be reported in about a second, before torch and
     # transformers (several seconds to import) are loaded.

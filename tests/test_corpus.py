@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_infer import EchoGenerator, echo_backend, joined_like_inference, run_cli  # noqa: F401 (fixture)
 
-from restore import corpus
+from restore import corpus, shards
 from restore.backends import BACKENDS
 from restore.chunking import ChunkConfig
 from restore.corrupt import corrupt
@@ -68,7 +68,7 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    monkeypatch.setattr(corpus, "BATCH_ROWS", 3)  # several tables per shard
+    monkeypatch.setattr(shards, "BATCH_ROWS", 3)  # several tables per shard
 
 
 def test_directory_of_shards_to_parquet_shards(tmp_path, capsys, tiny_model_dir, echo_backend, sources, small_batches):

@@ -12,19 +12,8 @@ import pytest
 from restore.chunking import ChunkConfig, chunk_text, unit_starts
 from restore.config import load_config_dict
 from restore.corrupt import corrupt, corrupt_sentence, sentence_spans
-from restore.data import (
-    ArticleSelection,
-    TokenizedPairs,
-    article_pairs,
-    build_lexicon,
-    encode_pairs,
-    eval_indices,
-    prepare_pairs,
-    resolve_files,
-    sample_indices,
-    split_selections,
-    token_batches,
-)
+from restore.data import ArticleSelection, article_pairs, build_lexicon, prepare_pairs, resolve_files, sample_indices, split_selections
+from restore.token_ids import TokenizedPairs, encode_pairs, eval_indices, token_batches
 from restore.errors import RestoreError
 
 

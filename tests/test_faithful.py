@@ -8,20 +8,10 @@ import re
 import pytest
 
 from restore.corrupt import corrupt, corrupt_tokens
-from restore.faithful import (
-    FaithfulStats,
-    SurfaceForms,
-    check,
-    check_content,
-    choose_faithful,
-    closest,
-    content_tokens,
-    join_faithful,
-    make_faithful,
-    render,
-    repair,
-    repair_traced,
-)
+from restore.faithful import FaithfulStats, join_faithful, make_faithful
+from restore.faithful_check import check, check_content, choose_faithful, closest, content_tokens
+from restore.repair import render, repair, repair_traced
+from restore.surface_forms import SurfaceForms
 from restore.lexicon import Lexicon
 
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from restore.backends import BACKENDS, TorchGenerator
-from restore.chunking import ChunkConfig, chunk_text
+from restore.chunking import ChunkConfig, chunk_text, document_chunks
 from restore.cli import main
 from restore.corrupt import corrupt
 from restore.errors import RestoreError
-from restore.infer import NewTokens, Restorer, document_chunks, new_tokens_limit
+from restore.infer import NewTokens, Restorer, new_tokens_limit
 from restore.textio import partial_path
 
 EOS = 3

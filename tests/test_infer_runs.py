@@ -293,7 +293,8 @@ def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from restore.chunking import ChunkConfig
-    from restore.infer import Restorer, summary_line
+    from restore.infer import Restorer
+    from restore.infer_files import summary_line
 
     class Described:
         batch_tokens = 16384

@@ -158,7 +158,8 @@ def test_cli_process_reports_a_missing_data_path_without_traceback(tmp_path):
 def test_padding_to_multiples_of_8_changes_neither_the_loss_nor_the_outputs(data, tmp_path):
     import torch.nn.functional as F
 
-    from restore.data import IGNORE_INDEX, ArticleSelection, TokenizedPairs, prepare_pairs
+    from restore.data import ArticleSelection, prepare_pairs
+    from restore.token_ids import IGNORE_INDEX, TokenizedPairs
     from restore.model import build_model
     from restore.tokenizer import train_tokenizer
     from restore.chunking import ChunkConfig
@@ -190,7 +191,8 @@ def test_padding_to_multiples_of_8_changes_neither_the_loss_nor_the_outputs(data
 def test_time_budget_derives_max_steps_and_dev_bleu_is_what_inference_gives(tmp_path, data, capsys):
     from sacrebleu.metrics import BLEU
 
-    from restore.data import ArticleSelection, eval_indices, prepare_pairs
+    from restore.data import ArticleSelection, prepare_pairs
+    from restore.token_ids import eval_indices
     from restore.chunking import ChunkConfig
     from restore.infer import Restorer
     from restore.train import setup
@@ -272,6 +274,7 @@ def test_dev_bleu_under_bf16_autocast_with_the_compact_decoder(tmp_path, data, m
     from restore import backends
     from restore.decode import StaticGreedyDecoder
     from restore.train import setup
+    from restore.train_eval import dev_bleu
 
     init, decodes = backends.TorchGenerator.__init__, []
     monkeypatch.setattr(backends.TorchGenerator, "__init__", lambda self, *a, **kw: init(self, *a, **{**kw, "compact": True}))
@@ -281,5 +284,5 @@ def test_dev_bleu_under_bf16_autocast_with_the_compact_decoder(tmp_path, data, m
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     assert next(model.parameters()).dtype == torch.float32
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        metrics = trainer._dev_bleu(model)
+        metrics = dev_bleu(model, trainer.tokenizer, trainer.dev_set, 8, trainer.config.chunking, trainer.accelerator.device)
     assert decodes and metrics["bleu_pairs"] == 8 and metrics["bleu"] >= 0.0
