@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,9 +158,11 @@ def _quiet_datasets() -> Iterator[None]:
     """Keep ``datasets`` from logging (its errors become one RestoreError line instead)."""
     import datasets
 
+    from restore.progress import show_progress
+
     level = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(logging.CRITICAL)
-    if not sys.stderr.isatty():
+    if not show_progress():
         datasets.disable_progress_bars()
     try:
         yield

@@ -65,6 +65,7 @@ from restore.device import describe, resolve_device
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE
 from restore.model import build_model, count_parameters, load_pretrained
+from restore.progress import quiet_library_bars, show_progress
 from restore.tokenizer import train_tokenizer
 
 TRAIN_CONFIG = "train_config.yaml"
@@ -117,6 +118,7 @@ class LRSchedule:
 # --- entry points ----------------------------------------------------------------------------
 def train(config: ExperimentConfig, resume: bool = False) -> Path:
     """Train (or resume) the run described by ``config``; returns the exported model directory."""
+    quiet_library_bars()
     threads = torch.get_num_threads()
     if config.train.cpu_threads:
         torch.set_num_threads(config.train.cpu_threads)
@@ -258,7 +260,7 @@ class Trainer:
     def run(self) -> Path:
         bar = tqdm(
             total=self.end_step if self.end_step < sys.maxsize else None, initial=self.state.step, unit="step",
-            dynamic_ncols=True, file=sys.stderr, disable=not (self.accelerator.is_main_process and sys.stderr.isatty()), desc="train",
+            dynamic_ncols=True, file=sys.stderr, disable=not (self.accelerator.is_main_process and show_progress()), desc="train",
         )  # fmt: skip
         self.bar = bar
         self.model.train()
