@@ -147,12 +147,13 @@ def resolve_output(path: str | os.PathLike) -> tuple[Path, bool]:
     >>> resolve_output(d / "fifo")[1]
     True
     """
-    target = Path(os.path.realpath(path))
     try:
-        mode = os.stat(target).st_mode
+        mode = os.stat(path).st_mode  # through symlinks: /dev/stdout may name a pipe
     except OSError:  # not there yet (or unreadable: the write reports it)
-        return target, False
-    return target, not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Path(path), True  # opened by its own name: /proc/self/fd/1 -> "pipe:[...]" is no path
+    return Path(os.path.realpath(path)), False
 
 
 def _shown_parent(path: str | os.PathLike, target: Path) -> Path:
