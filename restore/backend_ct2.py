@@ -239,8 +239,9 @@ class CTranslate2Generator:
         if self.device != "cpu":
             text = f"ctranslate2 {self.compute_type}, {self.device}"
         else:
-            threads = self.threads_per_worker
-            text = f"ctranslate2 {self.compute_type}, cpu, {self.workers} workers x {threads} thread{'s' if threads != 1 else ''}"
+            from restore.textio import plural
+
+            text = f"ctranslate2 {self.compute_type}, cpu, {plural(self.workers, 'worker')} x {plural(self.threads_per_worker, 'thread')}"
         return f"{text} ({self.reason})" if self.reason else text
 
     @property

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 from restore.chunking import HEADING_MARK, is_heading_start, unit_starts
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE, Lexicon
-from restore.textio import read_article_texts
+from restore.textio import plural, read_article_texts
 
 BASELINES = ("identity", "dictionary")
 
@@ -124,7 +124,7 @@ def load_lexicon(directory: str | Path) -> Lexicon:
     """The lexicon in ``directory`` (a model directory or a cache made by :func:`main`)."""
     path = Path(directory)
     if not path.is_dir():
-        raise RestoreError(f"{path}: lexicon directory does not exist (build one: restore lexicon --help)")
+        raise RestoreError(f"{path}: lexicon directory does not exist (build one: restore lexicon --articles FILE --out DIR)")
     return Lexicon.load(path)
 
 
@@ -157,12 +157,12 @@ def build_lexicon(articles: str | Path, out: str | Path, limit: int | None = Non
     info = {"articles": str(articles), "limit": limit, "n_articles": len(texts), "words": words,
             "entries": len(lexicon.forms), "seconds": round(seconds, 1)}  # fmt: skip
     (out / "lexicon-info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return (f"lexicon: {len(lexicon.forms)} stems from {len(texts)} articles ({words} words) in {seconds:.0f} s "
+    return (f"lexicon: {plural(len(lexicon.forms), 'stem')} from {plural(len(texts), 'article')} ({plural(words, 'word')}) in {seconds:.0f} s "
             f"({words / max(seconds, 1e-9):.0f} words/s, cpu) -> {out / LEXICON_FILE}")  # fmt: skip
 
 
 def _progress(texts: list[str]) -> Iterator[str]:
-    from tqdm import tqdm
+    from restore.progress import progress
 
-    return iter(tqdm(texts, desc="lexicon", unit="article"))
+    return iter(progress(texts, desc="lexicon", unit="article"))
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from restore.chunking import ChunkConfig
 from restore.corrupt import SPEC_VERSION
 from restore.errors import RestoreError
-from restore.textio import write_text_atomic
+from restore.textio import usual_permissions, write_text_atomic
 
 RESTORE_JSON = "restore.json"
 CHECKPOINT = "checkpoint"
@@ -276,5 +276,7 @@ def export_model(
         model = copy.deepcopy(model).to(torch.bfloat16)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(out, **kwargs)
+    for weights in out.glob("model*.safetensors"):  # safetensors writes them 0600: a shared model must be readable
+        usual_permissions(weights)
     tokenizer.save_pretrained(out)
     write_restore_json(out, chunking, training, config=config)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from restore.errors import RestoreError
+from restore.textio import plural
 from restore.shards import CorpusPlan, ShardSink, SinkStats, is_shard_input, plan_corpus, progress_bar, read_shard, restore_table
 
 LOCK_NAME = ".restore.lock"
@@ -34,14 +35,25 @@ def is_corpus_run(args) -> bool:
 
 @contextlib.contextmanager
 def locked_output_dir(out_dir: Path) -> Iterator[None]:
-    """Hold ``OUTDIR/.restore.lock`` for the run: two runs never write the same shards at once."""
+    """Hold ``OUTDIR/.restore.lock`` for the run: two runs never write the same shards at once.
+
+    A directory this run created is removed again if the run fails before writing anything in it
+    (e.g. ``--ray auto`` with no cluster): a failed run leaves nothing behind.
+    """
     from restore.textio import exclusive_lock
 
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(out_dir / LOCK_NAME, lambda who: f"{out_dir}: another restore run is writing to this directory"):
-        for stale in out_dir.glob(".*.parquet.*.tmp"):  # temporary shards of a run that was killed
-            stale.unlink()
-        yield
+    try:
+        with exclusive_lock(out_dir / LOCK_NAME, lambda who: f"{out_dir}: another restore run is writing to this directory"):
+            for stale in out_dir.glob(".*.parquet.*.tmp"):  # temporary shards of a run that was killed
+                stale.unlink()
+            yield
+    except BaseException:
+        for directory in created:  # innermost first; rmdir removes only what is still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
 
 
 def ray_address(value: str) -> str | None:
@@ -88,7 +100,7 @@ def run_corpus_cli(args) -> None:
             stats, engine = _run_local(plan, args)
     wall = time.perf_counter() - started
     print(
-        f"restore infer: {engine}: {stats.shards} shards{skipped}, {stats.rows} rows, {stats.errors} bad rows, "
+        f"restore infer: {engine}: {plural(stats.shards, 'shard')}{skipped}, {plural(stats.rows, 'row')}, {plural(stats.errors, 'bad row')}, "
         f"{stats.generated_tokens} generated tokens, {stats.generated_tokens / wall:.1f} tokens/s, "
         f"{stats.rows / wall:.1f} rows/s; wall {wall:.1f} s",
         file=sys.stderr,

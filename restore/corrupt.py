@@ -210,20 +210,19 @@ def corrupt_file(input_path: str | None, output_path: str | None) -> None:
 
     Output is written atomically: on any error no output file appears.
     """
-    from tqdm import tqdm
-
+    from restore.progress import progress
     from restore.textio import atomic_output, dump_jsonl_line, is_jsonl, parse_jsonl, read_text
 
     text = read_text(input_path)
     name = "<stdin>" if input_path in (None, "-") else str(input_path)
-    show = None if len(text) >= PROGRESS_MIN_CHARS else True  # None: tqdm shows only on a terminal
+    show = len(text) >= PROGRESS_MIN_CHARS  # and only on a terminal (restore.progress)
     if is_jsonl(input_path):
         records = list(parse_jsonl(text, name, required="text"))  # validate all before writing
         with atomic_output(output_path) as out:
-            for record in tqdm(records, desc="corrupt", unit="doc", disable=show):
+            for record in progress(records, show=show, desc="corrupt", unit="doc"):
                 out.write(dump_jsonl_line({**record, "source": corrupt(record["text"])}))
         return
     sentences = split_sentences(text)
-    tokens = [tok for s in tqdm(sentences, desc="corrupt", unit="sent", disable=show) for tok in corrupt_sentence(s)]
+    tokens = [tok for s in progress(sentences, show=show, desc="corrupt", unit="sent") for tok in corrupt_sentence(s)]
     with atomic_output(output_path) as out:
         out.write(" ".join(tokens) + ("\n" if tokens else ""))

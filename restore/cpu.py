@@ -122,3 +122,29 @@ def cpu_description() -> str:
     return f"{vendor or platform.processor() or 'unknown'} {platform.machine()}, {available_cpus()} cores, {level}" + (
         f" (limited: {', '.join(limits)})" if limits else ""
     )
+
+
+def machine_line() -> str:
+    """The machine a benchmark figure was measured on, one line for its report: the CPU's model
+    name, :func:`cpu_description`, the load average (other jobs on the same cores slow a run)
+    and the versions of Python and the libraries that compute.
+    """
+    import sys
+    from importlib import metadata
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        name = f"{fields.get('model name', '')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}); "
+    except OSError:
+        pass
+    load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load average unknown"
+    versions = []
+    for package in ("torch", "transformers", "ctranslate2"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"machine: {name}{cpu_description()}; {load}; Python {sys.version.split()[0]}, {', '.join(versions)}"

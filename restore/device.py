@@ -61,9 +61,11 @@ def describe(device: torch.device) -> str:
     """A short human-readable name of the device, for summaries and reports."""
     import torch
 
+    from restore.textio import plural
+
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({plural(torch.get_num_threads(), 'thread')})"
 
 
 def available_cpus() -> int:

@@ -351,10 +351,10 @@ def score_outputs(data: EvalData, outputs: Sequence[str]) -> dict:
 
 def run_system(system, sources: Sequence[str], desc: str) -> tuple[list[str], float]:
     """Outputs of ``system.restore_many`` (order kept) and the seconds it took, with progress."""
-    from tqdm import tqdm
+    from restore.progress import progress
 
     start = time.perf_counter()
-    outputs = list(tqdm(system.restore_many(sources), total=len(sources), desc=desc, unit="item"))
+    outputs = list(progress(system.restore_many(sources), total=len(sources), desc=desc, unit="item"))
     seconds = time.perf_counter() - start
     if len(outputs) != len(sources):
         raise RestoreError(f"{desc}: the system returned {len(outputs)} outputs for {len(sources)} inputs")
@@ -388,6 +388,11 @@ class DocumentRestorer(Protocol):
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]: ...
 
 
+# A baseline runs in this Python process, on one core.
+BASELINE_ENGINE = {"backend": "python", "compute_type": None, "device": "cpu", "threads": 1,
+                   "description": "python baseline, cpu, 1 thread"}  # fmt: skip
+
+
 @dataclass
 class System:
     """What is evaluated: a model's Restorer or a baseline, and what the report says about it."""
@@ -399,6 +404,29 @@ class System:
     model: dict | None = None
     stats: InferStats | None = None  # a model's generation and faithfulness counts (baselines: None)
     faithful: bool = False  # whether outputs were verified and repaired (restore.faithful)
+    engine: dict = field(default_factory=lambda: dict(BASELINE_ENGINE))  # what generated (engine_record)
+
+
+def engine_record(generator) -> dict:
+    """The engine a model ran on, as ``restore infer``'s summary names it (``description``) and
+    field by field for the report: backend, compute type, device, threads (CTranslate2 on the
+    CPU: workers and threads per worker)."""
+    from restore.backend_ct2 import CTranslate2Generator
+    from restore.backends import TorchGenerator
+
+    record: dict = {"backend": type(generator).__name__, "compute_type": None}
+    if isinstance(generator, CTranslate2Generator):
+        record = {"backend": "ctranslate2", "compute_type": generator.compute_type, "device": generator.device}
+        if generator.device == "cpu":
+            record.update(workers=generator.workers, threads_per_worker=generator.threads_per_worker,
+                          threads=generator.workers * generator.threads_per_worker)  # fmt: skip
+    elif isinstance(generator, TorchGenerator):
+        import torch
+
+        record = {"backend": "torch", "compute_type": str(generator.dtype).removeprefix("torch."), "device": generator.device.type}
+        if generator.device.type == "cpu":
+            record["threads"] = torch.get_num_threads()
+    return {**record, "description": generator.describe()}
 
 
 def load_system(
@@ -438,8 +466,11 @@ def load_system(
         compute_type=compute_type,
     )  # fmt: skip
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
-    return System(restorer, f"model:{info.path.name}", info.chunking, describe(restorer.device),
-                  {"path": str(info.path), "restore_json": restore_json}, restorer.stats, restorer.faithful)  # fmt: skip
+    # The device alone (the threads are the engine's: CTranslate2 runs its own workers, not torch's threads).
+    device = describe(restorer.device) if restorer.device.type == "cuda" else restorer.device.type
+    return System(restorer, f"model:{info.path.name}", info.chunking, device,
+                  {"path": str(info.path), "restore_json": restore_json}, restorer.stats, restorer.faithful,
+                  engine_record(restorer.generator))  # fmt: skip
 
 
 def build_report(
@@ -454,6 +485,7 @@ def build_report(
         "system": system.name,
         "settings": settings,
         "model": system.model,
+        "engine": system.engine,
         "data": {
             "path": data.path, "kind": data.kind, "items": len(data), "unit": _unit(data),
             "documents": len(set(data.docs)) if data.kind == "sources" else scores.get("documents"),
@@ -467,6 +499,7 @@ def build_report(
         "timings": {
             "seconds": round(seconds, 3),
             "device": system.device,
+            "engine": system.engine["description"],
             "items_per_s": len(outputs) / max(seconds, 1e-9),
             "source_tokens_per_s": source_tokens / max(seconds, 1e-9),
             "output_words_per_s": sum(len(o.split()) for o in outputs) / max(seconds, 1e-9),
@@ -485,11 +518,15 @@ def write_report(path: str | os.PathLike, report: dict, data: EvalData, outputs:
 
     report_path = Path(path)
     plot_path, outputs_path = report_path.with_suffix(".png"), report_path.with_suffix(".outputs.jsonl")
+    try:
+        report_path.parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/eval/ on a fresh clone
+    except OSError as e:
+        raise RestoreError(f"{report_path.parent}: cannot create the report directory ({e.strerror})") from None
     write_text_atomic(report_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     write_plot(plot_path, report["buckets"], f"{report['system']} on {Path(data.path).name}")
     targets = data.targets or [None] * len(data)
-    records = (
-        {"doc": d, "chunk": c, "source": s, "output": o, **({"target": t} if t is not None else {})}
+    records = (  # roundtrip_exact: the output corrupts back to exactly its source (the faithfulness score per item)
+        {"doc": d, "chunk": c, "source": s, "output": o, "roundtrip_exact": roundtrip_exact(o, s), **({"target": t} if t is not None else {})}
         for d, c, s, o, t in zip(data.docs, data.chunks, data.sources, outputs, targets)
     )
     write_text_atomic(outputs_path, "".join(dump_jsonl_line(r) for r in records))
@@ -507,17 +544,21 @@ def run_eval_cli(args) -> None:
     data_path = resolve_data_path(args.data)  # a missing file or model is reported before a model is loaded
     if not data_path.is_file():
         raise RestoreError(f"{data_path}: {'is a directory, expected a data file' if data_path.is_dir() else 'no such file'}")
+    chunking = ChunkConfig()  # a baseline's; a model's comes from its restore.json
     if not args.baseline:
         from restore.checkpoint import resolve_model
+
+        chunking = resolve_model(args.model).chunking
+    # Every data problem (binary, not UTF-8, a bad line) is reported before a model is loaded.
+    data = load_eval_data(args.data, args.limit, chunking)
+    if not args.baseline:
         from restore.device import prepare_model_run
 
-        resolve_model(args.model)
         prepare_model_run()
     system = load_system(
         model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
         compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, faithful=args.faithful,
     )  # fmt: skip
-    data = load_eval_data(args.data, args.limit, system.chunking)
     outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
     scores = score_outputs(data, outputs)
     lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
@@ -527,12 +568,13 @@ def run_eval_cli(args) -> None:
     print("\n".join(lines))
     rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)
     print(f"eval: {system.name} on {len(data)} {_unit(data)} of {data.path} in {seconds:.1f} s "
-          f"({len(data) / max(seconds, 1e-9):.1f} {_unit(data)}/s, {rate:.0f} source tokens/s, {system.device})",
-          file=sys.stderr)  # fmt: skip
+          f"({len(data) / max(seconds, 1e-9):.1f} {_unit(data)}/s, {rate:.0f} source tokens/s); "
+          f"engine: {system.engine['description']}", file=sys.stderr)  # fmt: skip
     if args.report:
         settings = {
             "model": args.model, "baseline": args.baseline, "lexicon": args.lexicon, "data": str(args.data),
-            "limit": args.limit, "device": args.device, "num_beams": args.num_beams, "batch_tokens": args.batch_tokens,
+            "limit": args.limit, "device": args.device, "backend": args.backend, "compute_type": args.compute_type,
+            "num_beams": args.num_beams, "batch_tokens": args.batch_tokens, "faithful": args.faithful,
         }  # fmt: skip
         report = build_report(system, data, outputs, scores, lines, seconds, settings=settings)
         paths = write_report(args.report, report, data, outputs)
@@ -540,8 +582,11 @@ def run_eval_cli(args) -> None:
 
 
 def _check_output_path(report: str) -> None:
+    """A --report path that can be written: not a directory, and its missing parent directories
+    can be created (they are, when the report is written) under a directory."""
     target = Path(report)
     if target.is_dir():
         raise RestoreError(f"{target}: --report is a directory, expected a .json file path")
-    if not target.parent.exists():
-        raise RestoreError(f"{target.parent}: report directory does not exist")
+    existing = next(p for p in target.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise RestoreError(f"{existing}: is not a directory, cannot hold the --report {target}")

@@ -63,24 +63,29 @@ class FaithfulStats:
         return {**counts, **shares}
 
     def summary(self) -> str:
-        """One line for the end-of-run summary.
+        """One line for the end-of-run summary; it ends with the lines that are still not faithful
+        (the output's own round trip differs from its input there; ``.jsonl`` records say
+        ``"faithful": false``).
 
         >>> FaithfulStats(chunks=200, failed_greedy=30, fixed_by_beam=20, repaired=10).summary()
-        'faithful: 200 chunks, 15.0% failed greedy, 10.0% fixed by beam, 5.0% repaired, 0 inexact, 0 content-unfaithful'
+        'faithful: 200 chunks, 15.0% failed greedy, 10.0% fixed by beam, 5.0% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
         """
+        from restore.textio import plural
+
         def pct(v: int) -> str:
             return f"{100 * v / self.chunks:.1f}%" if self.chunks else "0.0%"
 
         junctions = (
-            f", {self.failed_junctions} failed junctions ({self.junctions_fixed_by_beam} fixed by beam, "
-            f"{self.junctions_repaired} repaired), {self.unfaithful_lines} unfaithful lines"
-            if self.failed_junctions or self.unfaithful_lines
+            f", {plural(self.failed_junctions, 'failed junction')} ({self.junctions_fixed_by_beam} fixed by beam, "
+            f"{self.junctions_repaired} repaired)"
+            if self.failed_junctions
             else ""
         )
         return (
-            f"faithful: {self.chunks} chunks, {pct(self.failed_greedy)} failed greedy, "
+            f"faithful: {plural(self.chunks, 'chunk')}, {pct(self.failed_greedy)} failed greedy, "
             f"{pct(self.fixed_by_beam)} fixed by beam, {pct(self.repaired)} repaired, "
-            f"{self.still_unfaithful_exact} inexact, {self.still_unfaithful_content} content-unfaithful{junctions}"
+            f"{self.still_unfaithful_exact} inexact, {self.still_unfaithful_content} content-unfaithful{junctions}; "
+            f"{plural(self.unfaithful_lines, 'unfaithful line')}"
         )
 
 
@@ -107,7 +112,7 @@ def make_faithful(
     ...               beams, stats=stats)
     ['Born in 1879.', 'Born in 1880.', 'Born 1881.']
     >>> stats.summary()
-    'faithful: 3 chunks, 66.7% failed greedy, 33.3% fixed by beam, 33.3% repaired, 0 inexact, 0 content-unfaithful'
+    'faithful: 3 chunks, 66.7% failed greedy, 33.3% fixed by beam, 33.3% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
     """
     stats = stats if stats is not None else FaithfulStats()
     forms = lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)

@@ -256,7 +256,12 @@ class Restorer:
         return next(self.restore_many([document]))
 
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
-        """Restored documents, in order, consuming the input lazily in windows of chunks.
+        """Restored documents, in order (see :meth:`restore_many_checked`)."""
+        return (text for text, _ in self.restore_many_checked(documents))
+
+    def restore_many_checked(self, documents: Iterable[str]) -> Iterator[tuple[str, int]]:
+        """Restored documents, in order, consuming the input lazily in windows of chunks, each with
+        the number of its lines that are still not faithful after repair (0 without ``faithful``).
 
         Windows are sized to take about :data:`FLUSH_SECONDS` each (see :func:`next_window`),
         so finished documents come out at least every few seconds or few hundred chunks.
@@ -283,7 +288,7 @@ class Restorer:
             if ahead is not None:
                 yield from self._finish_drafted(ahead, size)
 
-    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[str]:
+    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[tuple[str, int]]:
         plans, future, started = drafted
         restored = self._restore_window(plans, future.result())
         size.took(plans, time.perf_counter() - started)
@@ -301,13 +306,17 @@ class Restorer:
                 window, chunks = [], 0
         yield window
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[str]:
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[tuple[str, int]]:
         outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
         restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
             document = [next(outputs) for _ in chunks]
-            restored.append(self.join_lines(chunks, document, joiners) if self.faithful else assemble(document, joiners))
+            if not self.faithful:
+                restored.append((assemble(document, joiners), 0))
+                continue
+            before = self.stats.faithful.unfaithful_lines
+            restored.append((self.join_lines(chunks, document, joiners), self.stats.faithful.unfaithful_lines - before))
         return restored
 
     def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str]) -> str:

@@ -48,6 +48,7 @@ def run_infer_cli(args) -> None:
     if any(jsonl) and not all(jsonl):
         raise RestoreError("cannot mix .jsonl and text inputs in one run")
     records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
+    read_ahead = _check_text_inputs(inputs) if records is None else {}  # binary or non-UTF-8: before the model too
     model = resolve_model(args.model).path  # checked before torch is imported
     with output_lock(args.output):  # one run per output file (before the model loads: fail fast)
         prepare_model_run()
@@ -57,7 +58,7 @@ def run_infer_cli(args) -> None:
             if records is not None:
                 _infer_jsonl(restorer, records, args.output, bar)
             else:
-                _infer_text(restorer, inputs, args.output, bar)
+                _infer_text(restorer, inputs, args.output, bar, read_ahead)
     print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
 
 
@@ -67,11 +68,13 @@ def summary_line(restorer: Restorer, restore_seconds: float, wall_seconds: float
     ``chunks`` counts each chunk once; chunks generated again with beams (to make them
     faithful) are counted apart, as ``re-decoded``.
     """
+    from restore.textio import plural
+
     s = restorer.stats
     rate = s.generated_tokens / restore_seconds if restore_seconds > 0 else 0.0
     oom = f", {s.oom_splits} out-of-memory splits" if s.oom_splits else ""
     return (
-        f"restore infer: {s.documents} documents, {s.chunks} chunks, {s.redecoded} re-decoded with beams; "
+        f"restore infer: {plural(s.documents, 'document')}, {plural(s.chunks, 'chunk')}, {s.redecoded} re-decoded with beams; "
         f"engine: {restorer.generator.describe()}; {s.generated_tokens} generated tokens, {rate:.1f} tokens/s{oom}; "
         f"{s.faithful.summary() if restorer.faithful else 'faithful: off'}; wall {wall_seconds:.1f} s"
     )
@@ -95,10 +98,25 @@ def _read_records(inputs: list[str]) -> list[dict]:
     return [record for name in inputs for record in parse_jsonl(read_text(name), name, required="source")]
 
 
-def _infer_text(restorer: Restorer, inputs: list[str], output: str, bar) -> None:
+def _check_text_inputs(inputs: list[str]) -> dict[str, str]:
+    """Check that every text input is UTF-8 text before the model loads (a binary file is one line
+    at once, not after seconds of loading); files are read one at a time and not kept. Returns
+    stdin's text (``{"-": text}``), which cannot be read twice."""
+    from restore.textio import STDIO, read_text
+
+    kept = {}
+    for name in inputs:
+        text = read_text(name)
+        if name == STDIO:
+            kept[name] = text
+    return kept
+
+
+def _infer_text(restorer: Restorer, inputs: list[str], output: str, bar, read: dict[str, str] | None = None) -> None:
     from restore.textio import atomic_output, read_text
 
-    documents = (read_text(name) for name in inputs)  # read lazily: one file in memory at a time
+    read = read or {}
+    documents = (read[name] if name in read else read_text(name) for name in inputs)  # one file in memory at a time
     with atomic_output(output) as out:
         written = False
         for restored in restorer.restore_many(documents):
@@ -114,8 +132,8 @@ def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar) -> N
     from restore.textio import STDIO, dump_jsonl_line, partial_path, resumable_jsonl_output
 
     if output in (None, STDIO):
-        for record, restored in zip(records, restorer.restore_many(r["source"] for r in records), strict=True):
-            sys.stdout.write(dump_jsonl_line({**record, "restored": restored}))
+        for record, restored in zip(records, restorer.restore_many_checked(r["source"] for r in records), strict=True):
+            sys.stdout.write(dump_jsonl_line(_restored_record(record, *restored, restorer.faithful)))
             sys.stdout.flush()
             bar.update(1)
         return
@@ -123,10 +141,24 @@ def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar) -> N
         _check_resumable(done, records, partial_path(output))
         bar.update(len(done))
         todo = records[len(done) :]
-        for record, restored in zip(todo, restorer.restore_many(r["source"] for r in todo), strict=True):
-            out.write(dump_jsonl_line({**record, "restored": restored}))
+        for record, restored in zip(todo, restorer.restore_many_checked(r["source"] for r in todo), strict=True):
+            out.write(dump_jsonl_line(_restored_record(record, *restored, restorer.faithful)))
             out.flush()  # a record is either whole in the .part file or missing
             bar.update(1)
+
+
+# Fields a .jsonl run adds to each record: the restoration and, with faithfulness on, whether it is faithful.
+ADDED_FIELDS = ("restored", "faithful")
+
+
+def _restored_record(record: dict, restored: str, unfaithful_lines: int, checked: bool) -> dict:
+    """An output record: the input's fields, ``restored`` and, when faithfulness was checked,
+    ``faithful``: whether every line of ``restored`` corrupts back to its line of ``source``.
+
+    >>> _restored_record({"id": 7, "source": "born 1879 ."}, "Born in 1879.", 0, True)
+    {'id': 7, 'source': 'born 1879 .', 'restored': 'Born in 1879.', 'faithful': True}
+    """
+    return {**record, "restored": restored, **({"faithful": unfaithful_lines == 0} if checked else {})}
 
 
 def _check_resumable(done: list[dict], records: list[dict], part: Path) -> None:
@@ -134,8 +166,8 @@ def _check_resumable(done: list[dict], records: list[dict], part: Path) -> None:
     if len(done) > len(records):
         raise RestoreError(f"{part}: has more records than the input; delete it to start over")
     for k, (old, new) in enumerate(zip(done, records), 1):
-        if {key: value for key, value in old.items() if key != "restored"} != {
-            key: value for key, value in new.items() if key != "restored"
+        if {key: value for key, value in old.items() if key not in ADDED_FIELDS} != {
+            key: value for key, value in new.items() if key not in ADDED_FIELDS
         } or not isinstance(old.get("restored"), str):
             raise RestoreError(f"{part}: record {k} does not match the input; delete it to start over")
 
@@ -144,11 +176,11 @@ class _ProgressBar:
     """A tqdm bar (on a terminal only) of documents, with chunks and tokens/s, fed by the Restorer."""
 
     def __init__(self, restorer: Restorer, total: int):
-        from tqdm import tqdm
+        from restore.progress import progress
 
         self.restorer = restorer
         self.started = time.perf_counter()
-        self.bar = tqdm(total=total, desc="restore", unit="doc", disable=None, dynamic_ncols=True)
+        self.bar = progress(total=total, desc="restore", unit="doc")
         restorer.progress = self.on_batch
 
     def on_batch(self, stats: InferStats) -> None:

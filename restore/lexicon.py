@@ -65,7 +65,10 @@ class Lexicon:
     def load(cls, directory: str | Path) -> "Lexicon":
         path = Path(directory) / LEXICON_FILE
         if not path.is_file():
-            raise RestoreError(f"{directory}: no {LEXICON_FILE} (train a model with restore train to get one)")
+            raise RestoreError(
+                f"{directory}: no {LEXICON_FILE} (build one: restore lexicon --articles FILE --out DIR; "
+                "a model directory holds one too)"
+            )
         try:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 forms = json.load(f)

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -28,9 +27,11 @@ def quiet_datasets() -> Iterator[None]:
     """Keep ``datasets`` from logging (its errors become one RestoreError line instead)."""
     import datasets
 
+    from restore.progress import show_progress
+
     level = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(logging.CRITICAL)
-    if not sys.stderr.isatty():
+    if not show_progress():
         datasets.disable_progress_bars()
     try:
         yield

@@ -118,7 +118,7 @@ def run_ray_job(plan: CorpusPlan, args, address: str | None) -> tuple[SinkStats,
     read_model_info(options["path"])  # a missing or incomplete model: one clear line before Ray starts
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+        _connect(address)
     try:
         return _run(plan, args, options)
     except Exception as error:  # noqa: BLE001 - a RestoreError raised on a worker is the user's one line
@@ -129,6 +129,19 @@ def run_ray_job(plan: CorpusPlan, args, address: str | None) -> tuple[SinkStats,
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _connect(address: str | None) -> None:
+    """Start a local Ray instance (``None``) or join the cluster at ``address``; no cluster there is one line."""
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    except ConnectionError as e:  # e.g. --ray auto with no cluster running
+        shown = address or os.environ.get("RAY_ADDRESS", "")
+        why = "" if shown == "auto" else f" ({str(e).splitlines()[0]})"  # Ray's own text for auto names its flags
+        raise RestoreError(
+            f"--ray {shown}: no running Ray cluster found{why}; start one first (ray start --head), "
+            "or omit the address (--ray alone starts a local Ray instance)"
+        ) from None
 
 
 def _run(plan: CorpusPlan, args, options: dict) -> tuple[SinkStats, str]:

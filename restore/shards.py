@@ -450,11 +450,11 @@ class ShardSink:
 # --- progress ------------------------------------------------------------------------------------
 def progress_bar(plan: CorpusPlan):
     """A tqdm bar of rows (on a terminal only); the total is known when every shard is parquet."""
-    from tqdm import tqdm
+    from restore.progress import progress
 
     rows = [job.rows for job in plan.jobs]
     total = sum(rows) if None not in rows else None
-    bar = tqdm(total=total, desc="restore", unit="row", disable=None, dynamic_ncols=True)
+    bar = progress(total=total, desc="restore", unit="row")
     started = time.perf_counter()
 
     def on_rows(n: int, stats: SinkStats) -> None:

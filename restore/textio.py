@@ -3,7 +3,10 @@
 Every problem a user can cause (missing file, directory, binary or non-UTF-8
 data, a bad ``.jsonl`` line) raises :class:`~restore.errors.RestoreError` with one
 clear line; outputs are written to a temporary file beside the target and renamed
-into place, so a failed run never leaves a half-written file.
+into place, so a failed run never leaves a half-written file. An output that exists
+and is not a regular file (``/dev/null``, a FIFO, a terminal) is written directly
+instead: a rename would replace the device or pipe with a plain file. A symlink is
+followed: the file it names is replaced, the link stays (:func:`resolve_output`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import lzma
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -113,8 +117,59 @@ def parse_jsonl_record(line: str) -> dict:
     return record
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and a regular noun in the number it takes, for summary lines.
+
+    >>> plural(1, "document"), plural(2, "thread"), plural(0, "bad row")
+    ('1 document', '2 threads', '0 bad rows')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def dump_jsonl_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def resolve_output(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where an output file is really written, and whether it is written directly.
+
+    A symlink is followed to the file it names (that file is replaced atomically; the link
+    stays a link). An existing output that is not a regular file (a character device such as
+    ``/dev/null``, a FIFO, a socket) is written directly (``True``): no temporary file, no
+    rename, no lock file beside it.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / "link.txt").symlink_to("real.txt")
+    >>> resolve_output(d / "link.txt") == (d.resolve() / "real.txt", False)
+    True
+    >>> os.mkfifo(d / "fifo")
+    >>> resolve_output(d / "fifo")[1]
+    True
+    """
+    try:
+        mode = os.stat(path).st_mode  # through symlinks: /dev/stdout may name a pipe
+    except OSError:  # not there yet (or unreadable: the write reports it)
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Path(path), True  # opened by its own name: /proc/self/fd/1 -> "pipe:[...]" is no path
+    return Path(os.path.realpath(path)), False
+
+
+def _shown_parent(path: str | os.PathLike, target: Path) -> Path:
+    """The output's directory as the user wrote it (a symlink's: the directory it points into)."""
+    return target.parent if Path(path).is_symlink() else Path(path).parent
+
+
+@contextlib.contextmanager
+def _direct_output(target: Path, binary: bool) -> Iterator[IO]:
+    """Write to an existing device or FIFO as it is (see :func:`resolve_output`)."""
+    try:
+        f = open(target, "wb") if binary else open(target, "w", encoding="utf-8", newline="")
+    except OSError as e:
+        raise RestoreError(f"{target}: cannot write ({e.strerror})") from None
+    with f:
+        yield f
 
 
 @contextlib.contextmanager
@@ -122,19 +177,24 @@ def atomic_output(path: str | os.PathLike | None, binary: bool = False) -> Itera
     """Open an output for writing; a file appears at ``path`` only if the block succeeds.
 
     ``None`` or ``-`` writes to stdout. ``binary=True`` yields a bytes stream (e.g. a PNG).
+    A symlink's target is replaced; a device or FIFO is written directly (:func:`resolve_output`).
     """
     if path is None or str(path) == STDIO:
         stream = sys.stdout.buffer if binary else sys.stdout
         yield stream
         stream.flush()
         return
-    target = Path(path)
+    target, direct = resolve_output(path)
+    if direct:
+        with _direct_output(target, binary) as f:
+            yield f
+        return
     if target.is_dir():
-        raise RestoreError(f"{target}: output is a directory")
+        raise RestoreError(f"{path}: output is a directory")
     if not target.parent.exists():
-        raise RestoreError(f"{target.parent}: output directory does not exist")
+        raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+    usual_permissions(tmp)  # mkstemp makes 0600 files
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             yield f
@@ -151,6 +211,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def usual_permissions(path: str | os.PathLike) -> None:
+    """Give a file the permissions a new file gets (``0666`` less the umask: ``0644`` usually),
+    e.g. one written through a private temporary file, so that other users can read it."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -202,12 +268,17 @@ def resumable_jsonl_output(path: str | os.PathLike) -> Iterator[tuple[IO, list[d
     (the caller skips those and must check they belong to the same input). On any
     error the ``.part`` file stays, so a rerun continues where this one stopped; a
     half-written last line is dropped. The caller should flush after each record.
+    A device or FIFO (``/dev/null``) is written directly, with nothing to resume.
     """
-    target = Path(path)
+    target, direct = resolve_output(path)
+    if direct:
+        with _direct_output(target, binary=False) as f:
+            yield f, []
+        return
     if target.is_dir():
-        raise RestoreError(f"{target}: output is a directory")
+        raise RestoreError(f"{path}: output is a directory")
     if not target.parent.exists():
-        raise RestoreError(f"{target.parent}: output directory does not exist")
+        raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
     part = partial_path(target)
     done: list[dict] = []
     if part.exists():
@@ -291,17 +362,21 @@ def output_lock(path: str | os.PathLike | None) -> Iterator[None]:
     An :func:`exclusive_lock` on :func:`lock_path`: a second run on the same output stops at
     once with one line naming the running one's pid, instead of writing every record twice.
     Holding the lock, the run also removes the temporary files a killed earlier run left
-    (:func:`stale_temp_files`).
+    (:func:`stale_temp_files`). A device or FIFO output (``/dev/null``) is not locked: it is
+    written directly, and nothing may be created beside it. A symlink's target is locked.
     """
     if path is None or str(path) == STDIO:
         yield
         return
-    target = Path(path)
+    target, direct = resolve_output(path)
+    if direct:
+        yield
+        return
     if not target.parent.is_dir():
-        raise RestoreError(f"{target.parent}: output directory does not exist")
+        raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
 
     def busy(who: str) -> str:
-        return f"{target}: another restore run ({who}) is writing this output; wait for it or choose another -o"
+        return f"{path}: another restore run ({who}) is writing this output; wait for it or choose another -o"
 
     with exclusive_lock(lock_path(target), busy):
         for stale in stale_temp_files(target):

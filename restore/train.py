@@ -46,6 +46,7 @@ from restore.device import resolve_device
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE
 from restore.model import build_model, count_parameters, load_pretrained
+from restore.progress import quiet_library_bars
 from restore.token_ids import encode_pairs
 from restore.tokenizer import train_tokenizer
 from restore.train_loop import LRSchedule, Log, Stages, Trainer, TrainState
@@ -62,6 +63,7 @@ RESUME_MAY_CHANGE = frozenset(
 # --- entry points ----------------------------------------------------------------------------
 def train(config: ExperimentConfig, resume: bool = False) -> Path:
     """Train (or resume) the run described by ``config``; returns the exported model directory."""
+    quiet_library_bars()
     threads = torch.get_num_threads()
     if config.train.cpu_threads:
         torch.set_num_threads(config.train.cpu_threads)

@@ -28,6 +28,7 @@ from restore import __version__
 from restore.attention import PAD_MULTIPLE, round_up
 from restore.checkpoint import CHECKPOINT, export_model, save_checkpoint
 from restore.config import ExperimentConfig, portable_config_dict, portable_path
+from restore.progress import show_progress
 from restore.device import describe
 from restore.errors import RestoreError
 from restore.model import count_parameters
@@ -133,7 +134,7 @@ class Trainer:
     def run(self) -> Path:
         bar = tqdm(
             total=self.end_step if self.end_step < sys.maxsize else None, initial=self.state.step, unit="step",
-            dynamic_ncols=True, file=sys.stderr, disable=not (self.accelerator.is_main_process and sys.stderr.isatty()), desc="train",
+            dynamic_ncols=True, file=sys.stderr, disable=not (self.accelerator.is_main_process and show_progress()), desc="train",
         )  # fmt: skip
         self.bar = bar
         self.model.train()

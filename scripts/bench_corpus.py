@@ -5,9 +5,13 @@ Every variant runs ``restore infer SHARDS -o OUT`` as a child process on the sam
 ``--rows`` and on ``3 x --rows`` rows. The throughput reported is the *marginal* one,
 ``(3R - R) rows / (t(3R) - t(R))``, so the start-up (Ray, actors loading the model, the
 CTranslate2 conversion) cancels out; tokens/s likewise from the summary lines' token counts.
-The peak RSS is the driver's (``wait4``; Ray actors are other processes). On a shared machine
-the start-up varies by more than small runs' work; then compare the summary lines' whole-run
-rows/s (printed for every run) instead, or use a larger ``--rows``.
+That difference only means something when it outweighs the start-up and its variation: where
+the estimated start-up (``t(R)`` less the small run's share of the work) is longer than the
+difference itself, or the large run was not even slower, the marginal rates are reported as
+not measurable (``n/m``; use a larger ``--rows``), never as a negative or inflated rate
+(:func:`marginal_rates`). The whole-run
+rows/s (start-up included, always measurable) is printed beside them. The peak RSS is the
+driver's (``wait4``; Ray actors are other processes).
 
 Usage::
 
@@ -32,9 +36,30 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import DEFAULT_DATA, REPO, bench_tokenizer, random_model_config  # noqa: E402
 
-from restore.baselines import read_article_texts  # noqa: E402
+from restore.cpu import machine_line  # noqa: E402
+from restore.textio import read_article_texts  # noqa: E402
 
-SUMMARY = re.compile(r"(\d+) rows, (\d+) bad rows, (\d+) generated tokens")
+SUMMARY = re.compile(r"(\d+) rows?, (\d+) bad rows?, (\d+) generated tokens")
+
+
+def marginal_rates(small: tuple[float, int, int], large: tuple[float, int, int]) -> tuple[float | None, float | None, float]:
+    """(rows/s, tokens/s, estimated start-up seconds) of the extra work of ``large`` over ``small``,
+    each given as (seconds, rows, generated tokens). The rates are ``None`` (not measurable) when
+    the estimated start-up is longer than the extra time itself: its variation then swamps it.
+
+    >>> marginal_rates((6.0, 100, 2000), (14.0, 300, 6000))  # 4 s of work per 100 rows, 2 s start-up
+    (25.0, 500.0, 2.0)
+    >>> marginal_rates((40.0, 100, 2000), (35.0, 300, 6000))  # the large run was faster: start-up noise
+    (None, None, 40.0)
+    >>> marginal_rates((10.0, 100, 2000), (11.0, 300, 6000))  # 1 s of extra work against 9.5 s of start-up
+    (None, None, 9.5)
+    """
+    extra = large[0] - small[0]
+    work = extra * small[1] / (large[1] - small[1]) if extra > 0 else 0.0  # the small run's share of it
+    startup = small[0] - work
+    if extra <= 0 or startup > extra:
+        return None, None, startup
+    return (large[1] - small[1]) / extra, (large[2] - small[2]) / extra, startup
 
 
 def make_model(directory: Path, spec: str, tokenizer_dir: Path) -> Path:
@@ -76,6 +101,7 @@ def run(argv: list[str]) -> tuple[float, int, int, float]:
 
 
 def main() -> int:
+    started = time.perf_counter()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--random-config", default="encoder_layers=6,decoder_layers=4")
     p.add_argument("--tokenizer", type=Path, default=REPO / "runs" / "bench-tokenizer-16k")
@@ -104,16 +130,21 @@ def main() -> int:
                 continue
             small = run([str(work / f"in-{args.rows}"), "-o", str(work / f"out-{name}-s"), *common, *extra])
             large = run([str(work / f"in-{3 * args.rows}"), "-o", str(work / f"out-{name}-l"), *common, *extra])
-            seconds = large[0] - small[0]
-            results[name] = ((large[1] - small[1]) / seconds, (large[2] - small[2]) / seconds, large[0], max(small[3], large[3]))
-        print(f"CPU: {os.cpu_count()} cores; {3 * args.rows} vs {args.rows} rows in {args.shards} parquet shards, {args.random_config}")
-        print("| variant | rows/s | tokens/s | x single | wall (large run) | driver peak RSS |")
-        print("|---|---:|---:|---:|---:|---:|")
-        base = results.get("single", next(iter(results.values())))[0]
-        for name, (rps, tps, wall, rss) in results.items():
-            print(f"| {name} | {rps:.1f} | {tps:.0f} | {rps / base:.2f} | {wall:.1f} s | {rss:.0f} MiB |")
+            rps, tps, startup = marginal_rates(small[:3], large[:3])
+            results[name] = (large[1] / large[0], rps, tps, startup, large[0], max(small[3], large[3]))
+        print(machine_line())
+        print(f"model: random {args.random_config} BART ({args.tokenizer.name} tokenizer), --backend {args.backend}, --no-faithful; "
+              f"{3 * args.rows} vs {args.rows} rows in {args.shards} parquet shards")  # fmt: skip
+        print("| variant | rows/s (whole large run) | marginal rows/s | marginal tokens/s | start-up (est.) | wall (large run) | driver peak RSS |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, (whole, rps, tps, startup, wall, rss) in results.items():
+            marginal = f"{rps:.1f} | {tps:.0f}" if rps is not None else "n/m | n/m"
+            print(f"| {name} | {whole:.1f} | {marginal} | {startup:.1f} s | {wall:.1f} s | {rss:.0f} MiB |")
+        if any(r[1] is None for r in results.values()):
+            print("n/m: not measurable: the start-up outweighed the small run's work (use a larger --rows)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"bench_corpus: total run time {time.perf_counter() - started:.0f} s")
     return 0
 
 

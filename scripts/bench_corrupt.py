@@ -12,8 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
-from restore.textio import read_article_texts
 from restore.corrupt import corrupt, normalize_token
+from restore.cpu import machine_line
+from restore.textio import read_article_texts
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wiki" / "train-00.jsonl.xz"
 
@@ -23,6 +24,8 @@ def main() -> None:
     parser.add_argument("file", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--articles", type=int, default=2000)
     args = parser.parse_args()
+    started = time.perf_counter()
+    print(machine_line())
     texts = read_article_texts(args.file, args.articles)
     words = sum(len(t.split()) for t in texts)
     corrupt("Warm up the Punkt and WordNet resources.")
@@ -33,6 +36,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         print(f"{label}: {len(texts)} articles, {words:,} words -> {out_tokens:,} tokens in {seconds:.2f} s "
               f"= {words / seconds:,.0f} words/s (1 core)")
+    print(f"bench_corrupt: total run time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 from restore.chunking import ChunkConfig
+from restore.cpu import machine_line
 from restore.data import ArticleSelection, load_articles, prepare_pairs
 
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_data: error: {args.shard}: no such file", file=sys.stderr)
         return 1
     chunking = ChunkConfig(args.max_source_words)
+    begun = time.perf_counter()
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "subset.jsonl"
         articles, words = copy_subset(args.shard, args.articles, subset)
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{articles / seconds:,.0f} articles/s, {words / seconds:,.0f} words/s "
                 f"({pairs.stats['dropped_units']:,} over-long units dropped); cached reload {cached:.3f}s"
             )
+    print(f"bench_data: total run time {time.perf_counter() - begun:.0f} s")
     return 0
 
 

@@ -35,6 +35,13 @@ fail every faithfulness check, so the full faithful row re-decodes every chunk w
 ``--rounds R`` runs every variant R times, interleaved, and keeps each one's best
 (other jobs on the same cores make single runs noisy).
 
+Threads are those ``restore infer`` uses: PyTorch rows run on
+:func:`restore.device.default_cpu_threads` threads (one) unless ``OMP_NUM_THREADS`` (or
+``MKL_NUM_THREADS``, ``TORCH_NUM_THREADS``) says otherwise, exactly as ``restore infer
+--backend torch`` does; restore's CTranslate2 rows run one worker per core. Every row names
+the engine it ran on (threads included); the run prints the machine, the model and its total
+run time.
+
 Usage::
 
     # a trained model directory
@@ -104,6 +111,8 @@ def run_naive(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
     from restore.backends import strip_generated
     from restore.infer import new_tokens_limit
 
+    from restore.device import describe
+
     tokens = 0
     for chunk in chunks:
         inputs = bench.tokenizer([chunk], return_tensors="pt").to(bench.device)
@@ -114,7 +123,7 @@ def run_naive(bench: Bench, chunks: list[str]) -> tuple[int, dict]:
                 num_beams=bench.num_beams, do_sample=False,
             )  # fmt: skip
         tokens += len(strip_generated(out, bench.model.config.eos_token_id, n)[0])
-    return tokens, {}
+    return tokens, {"engine": f"transformers generate, {describe(bench.device)}"}
 
 
 def batched_variant(batch_tokens: int, static_cache: bool = False, compact: bool = False) -> Callable[[Bench, list[str]], tuple[int, dict]]:
@@ -126,7 +135,8 @@ def batched_variant(batch_tokens: int, static_cache: bool = False, compact: bool
         generator = TorchGenerator(bench.model, bench.device, bench.dtype, static_cache=static_cache, compact=compact)
         restorer = _restorer(bench, generator, batch_tokens)
         restorer.restore_chunks(chunks)
-        return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "oom_splits": restorer.stats.oom_splits}
+        notes = {"batches": restorer.stats.batches, "oom_splits": restorer.stats.oom_splits, "engine": generator.describe()}
+        return restorer.stats.generated_tokens, notes
 
     return run
 
@@ -187,7 +197,8 @@ def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, 
         generator = _cpu_generator(bench, kind)
         restorer = _restorer(bench, generator, batch_tokens)
         restorer.restore_chunks(chunks)
-        return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "batch_tokens": restorer.batch_tokens}
+        engine = generator.describe() + (" + dynamic int8 Linear layers" if kind == "torch-qint8" else "")
+        return restorer.stats.generated_tokens, {"batches": restorer.stats.batches, "batch_tokens": restorer.batch_tokens, "engine": engine}
 
     return run
 
@@ -583,11 +594,12 @@ def print_table(results: list[Measurement], out=sys.stdout) -> None:
     # The reference engine of issue 9: CTranslate2 int8 as it comes (at the first budget measured).
     ct2 = next((r.tokens_per_second for r in results if r.variant.startswith("ct2-int8-stock")), None)
     print(f"{'variant':<24} {'chunks':>7} {'gen tokens':>11} {'seconds':>9} {'tokens/s':>10} {'x naive':>8}"
-          + (f" {'x ct2-int8':>10}" if ct2 else ""), file=out)  # fmt: skip
+          + (f" {'x ct2-int8':>10}" if ct2 else "") + "  engine", file=out)  # fmt: skip
     for r in results:
         ratio = f"{r.tokens_per_second / base:.2f}" if base else "-"
         vs_ct2 = f" {r.tokens_per_second / ct2:>10.2f}" if ct2 else ""
-        print(f"{r.variant:<24} {r.chunks:>7} {r.generated_tokens:>11} {r.seconds:>9.2f} {r.tokens_per_second:>10.1f} {ratio:>8}{vs_ct2}", file=out)
+        print(f"{r.variant:<24} {r.chunks:>7} {r.generated_tokens:>11} {r.seconds:>9.2f} {r.tokens_per_second:>10.1f} {ratio:>8}{vs_ct2}"
+              f"  {r.notes.get('engine', '')}", file=out)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -629,34 +641,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from restore.device import available_cpus, describe, dtype_for, resolve_device, threads_chosen_by_user
+    from restore.cpu import machine_line
+    from restore.device import default_cpu_threads, describe, dtype_for, resolve_device, threads_chosen_by_user
     from restore.errors import RestoreError
 
+    started = time.perf_counter()
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
         device = resolve_device(args.device)
         if device.type == "cpu" and not threads_chosen_by_user():
-            torch.set_num_threads(available_cpus())  # every core unless told otherwise (as measured in README)
+            torch.set_num_threads(default_cpu_threads())  # as restore infer --backend torch runs (OMP_NUM_THREADS to choose)
         dtype = dtype_for(device)
         model, tokenizer, chunking, description = load_bench_model(args, device, dtype)
     except RestoreError as e:
         print(f"bench_infer: error: {e}", file=sys.stderr)
         return 1
+    print(machine_line())
     if args.goal:
         bench = Bench(model, tokenizer, chunking, device, dtype, [], args.fixed_new_tokens, 1, model.config.max_position_embeddings)
         print(f"model: {description}, {dtype}; device: {describe(device)}", file=sys.stderr)
-        return run_goal(args, bench, description)
+        code = run_goal(args, bench, description)
+        print(f"bench_infer: total run time {time.perf_counter() - started:.0f} s")
+        return code
     chunks = bench_chunks(args.data, chunking, args.chunks + args.warmup_chunks)
     warmup, chunks = chunks[: args.warmup_chunks], chunks[args.warmup_chunks :]
     bench = Bench(model, tokenizer, chunking, device, dtype, chunks, args.fixed_new_tokens, args.num_beams,
                   model.config.max_position_embeddings)  # fmt: skip
     source_ids = sum(len(ids) for ids in tokenizer(chunks)["input_ids"])
-    print(f"model: {description}, {dtype}", file=sys.stderr)
+    print(f"model: {description}, {dtype}")
     print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_words={chunking.max_source_words}, "
-          f"{source_ids / len(chunks):.1f} source ids/chunk) of {args.data.name}; "
-          f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}", file=sys.stderr)
+          f"{source_ids / len(chunks):.1f} source ids/chunk of the {tokenizer_name(tokenizer)} tokenizer) of {args.data.name}; "
+          f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}")
     best: dict[str, Measurement] = {}
     for round_ in range(args.rounds):
         for name, fn in variants_for(args):
@@ -670,7 +687,17 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"device": describe(device), "model": description, "args": {k: str(v) for k, v in vars(args).items()},
                    "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in results]}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"bench_infer: total run time {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def tokenizer_name(tokenizer) -> str:
+    """Where the tokenizer came from (the source ids per chunk depend on it), e.g. ``models/tokenizer-16k``."""
+    path = Path(getattr(tokenizer, "name_or_path", "") or "")
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path) or f"{len(tokenizer)}-piece"
 
 
 if __name__ == "__main__":

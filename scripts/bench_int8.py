@@ -97,6 +97,21 @@ def build_models(workdir: Path, train_steps: int) -> None:
         )  # fmt: skip
 
 
+def describe_model(workdir: Path, name: str) -> str:
+    """What a model of the table is (its restore.json note or training record) and a hash of its
+    weights: two runs compare only where the models are the same."""
+    import hashlib
+
+    from restore.checkpoint import read_model_info
+
+    path = Path(name) if "/" in name else workdir / name
+    info = read_model_info(path)
+    weights = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.glob("model*.safetensors")))).hexdigest()[:12]
+    training = info.training
+    about = training.get("note") or f"trained {training.get('steps')} steps on {training.get('data', {}).get('train', {}).get('files')}"
+    return f"{path}: {about}; weights sha256 {weights}"
+
+
 # --- measuring (one worker process per setting) ------------------------------------------------------
 def measure_setting(workdir: Path, models: list[str], chunks: int, new_tokens: int, bleu_pairs: int) -> dict:
     import torch
@@ -157,7 +172,10 @@ def measure_setting(workdir: Path, models: list[str], chunks: int, new_tokens: i
 
 
 def print_table(report: dict, out=sys.stdout) -> None:
+    print(report["machine"], file=out)
     print(f"CPU: {report['cpu']}; ctranslate2 {report['ctranslate2']}, torch {report['torch']}", file=out)
+    for name, about in report["models"].items():
+        print(f"model {name}: {about}", file=out)
     header = f"{'setting':<30} {'model':<13} {'compute':<13} {'dlogp':>7} {'max':>7} {'same':>7} {'BLEU':>6} {'fp32':>6} {'tok/s':>8}"
     for setting, result in report["settings"].items():
         s = result["int8_support"]
@@ -192,11 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     import ctranslate2
     import torch
 
-    from restore.cpu import cpu_description
+    from restore.cpu import cpu_description, machine_line
 
+    started_all = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     build_models(workdir, args.train_steps)
-    report = {"cpu": cpu_description(), "ctranslate2": ctranslate2.__version__, "torch": torch.__version__, "settings": {}}
+    report = {"machine": machine_line(), "cpu": cpu_description(), "ctranslate2": ctranslate2.__version__, "torch": torch.__version__,
+              "models": {name: describe_model(workdir, name) for name in args.models.split(",")}, "settings": {}}  # fmt: skip
     for setting in args.settings.split(","):
         env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "CT2_FORCE_CPU_ISA", "CT2_USE_MKL")}
         env.update(SETTINGS[setting])
@@ -211,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         report["settings"][setting] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{setting}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    report["seconds"] = round(time.perf_counter() - started_all)
     print_table(report)
+    print(f"bench_int8: total run time {report['seconds']} s")
     if args.out:
         from restore.textio import write_text_atomic
 

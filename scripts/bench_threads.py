@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from restore.cpu import machine_line
 from restore.device import THREAD_ENV_VARS
 
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=int, nargs="+", default=[0], help="busy processes competing for the cores")
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args(argv)
-    print(f"cpu: {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f} before the runs", file=sys.stderr)
+    started = time.perf_counter()
+    print(f"{machine_line()} (before the runs)\nmodel: {args.model}; input: {args.source}")
     results: dict[tuple[int, int], list[float]] = {}
     for load in args.load:
         spinners = [multiprocessing.Process(target=spin, args=(3600,), daemon=True) for _ in range(load)]
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'extra load':>10} {'threads':>8} {'best tok/s':>11} {'worst tok/s':>12}")
     for (load, threads), rates in results.items():
         print(f"{load:>10} {threads or 'default':>8} {max(rates):>11.1f} {min(rates):>12.1f}")
+    print(f"bench_threads: total run time {time.perf_counter() - started:.0f} s")
     return 0
 
 

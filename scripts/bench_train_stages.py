@@ -80,7 +80,10 @@ def main() -> None:
         fine = [line.split(": ", 1)[1] for _, line in lines if line.startswith(("setup: ", "stages: "))]
         results.append((wall, stage_times(lines), "; ".join(fine), cpu))
         print(f"run {run + 1}: {wall:.1f}s", file=sys.stderr)
-    print(f"restore train {' '.join(train_args)}")
+    from restore.cpu import machine_line
+
+    print(machine_line())
+    print(f"model: the config's, trained by: restore train {' '.join(train_args)}")
     print(f"python -c 'import restore.train, accelerate, datasets, sacrebleu' alone: {imports:.1f}s\n")
     print("| stage | " + " | ".join(f"run {i + 1} (s)" for i in range(len(results))) + " |")
     print("|---|" + "---:|" * len(results))
@@ -92,6 +95,7 @@ def main() -> None:
     for i, (_, _, fine, _) in enumerate(results):
         if fine:
             print(f"\nrun {i + 1}, the run's own split: {fine}")
+    print(f"\nbench_train_stages: total run time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -460,3 +460,21 @@ def test_restorer_takes_the_backends_batch_budget(model_dir):
         Restorer.from_pretrained(model_dir, device="cpu", backend="ctranslate2", static_cache=True)
     # auto with a torch-only option stays on torch
     assert not isinstance(Restorer.from_pretrained(model_dir, device="cpu", backend="auto", static_cache=True).generator, CTranslate2Generator)
+
+
+def test_eval_names_the_ctranslate2_engine_it_ran_on(model_dir, tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    from restore.cli import main
+    from restore.cpu import int8_support
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"source": "born 1879 kherson .", "target": "Born in 1879 in Kherson."}) + "\n", encoding="utf-8")
+    report = tmp_path / "r.json"
+    code = main(["eval", "--model", str(model_dir), "--data", str(pairs), "--device", "cpu", "--no-faithful", "--report", str(report)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    engine = json.loads(report.read_text(encoding="utf-8"))["engine"]
+    compute_type = "int8" if int8_support().accurate else "float32"
+    assert (engine["backend"], engine["compute_type"], engine["device"]) == ("ctranslate2", compute_type, "cpu")
+    assert engine["threads"] == engine["workers"] * engine["threads_per_worker"] and engine["workers"] >= 1
+    assert f"; engine: ctranslate2 {compute_type}, cpu, {engine['workers']} worker" in err and "threads)" not in err, err

@@ -151,7 +151,7 @@ def test_rerun_skips_complete_shards(tmp_path, capsys, tiny_model_dir, echo_back
     assert len(echo_backend) == 1  # the model was not even loaded
     (out / "b.parquet").unlink()
     code, _, err = run_cli(capsys, *argv)
-    assert code == 0 and "1 shards (3 already complete, skipped), 5 rows" in err
+    assert code == 0 and "1 shard (3 already complete, skipped), 5 rows" in err
     assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == first
 
 

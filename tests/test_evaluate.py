@@ -262,14 +262,14 @@ def test_cli_dictionary_with_lexicon_dir(capsys, pairs_file, tiny_model_dir):
         (["--baseline", "identity", "--data", "no-such-split"], "no such file or eval split"),
         (["--baseline", "identity", "--data", "PAIRS", "--limit", "0"], "--limit must be at least 1"),
         (["--baseline", "dictionary", "--lexicon", "no/such/dir", "--data", "PAIRS"], "lexicon directory does not exist"),
-        (["--baseline", "identity", "--data", "PAIRS", "--report", "no/such/dir/r.json"], "does not exist"),
+        (["--baseline", "identity", "--data", "PAIRS", "--report", "PAIRS/r.json"], "is not a directory"),
         (["--model", "no/such/model", "--data", "PAIRS"], "model directory does not exist"),
         (["--model", "no/such/model", "--data", "PAIRS", "--num-beams", "0"], "--num-beams must be a positive integer, got 0"),
         (["--model", "no/such/model", "--data", "PAIRS", "--batch-tokens", "0"], "--batch-tokens must be a positive integer"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, pairs_file, argv, message):
-    argv = [str(pairs_file) if a == "PAIRS" else a for a in argv]
+    argv = [a.replace("PAIRS", str(pairs_file)) for a in argv]
     code, out, err = run_cli(capsys, *argv)
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("restore eval: error: ") and message in err
@@ -317,3 +317,68 @@ def test_lexicon_subcommand_builds_what_the_dictionary_baseline_loads(tmp_path, 
     assert make_baseline("dictionary", out).lexicon.forms == Lexicon.build(wiki_texts[:3]).forms
     assert main(["lexicon", "--articles", str(articles), "--limit", "0", "--out", str(out)]) == 1
     assert capsys.readouterr().err == "restore lexicon: error: --limit must be a positive integer, got 0\n"
+
+
+# --- what a new user hit (issue 27) ------------------------------------------------------------------
+def test_cli_report_creates_its_directories(tmp_path, capsys, pairs_file):
+    report = tmp_path / "runs" / "eval" / "r.json"  # data/eval/README.md's command on a fresh clone
+    code, _, err = run_cli(capsys, "--baseline", "identity", "--data", str(pairs_file), "--limit", "3", "--report", str(report))
+    assert code == 0, err
+    assert sorted(p.name for p in report.parent.iterdir()) == ["r.json", "r.outputs.jsonl", "r.png"]
+
+
+def test_cli_names_the_engine_in_the_summary_and_the_report(tmp_path, capsys, pair_records, tiny_model_dir, one_thread):
+    short = sorted(pair_records, key=lambda r: len(r["source"].split()))[:2]
+    report = tmp_path / "r.json"
+    code, _, err = run_cli(capsys, "--model", str(tiny_model_dir), "--data", str(write_jsonl(tmp_path / "p.jsonl", short)),
+                           "--device", "cpu", "--backend", "torch", "--report", str(report))  # fmt: skip
+    assert code == 0, err
+    payload = json.loads(report.read_text(encoding="utf-8"))
+    engine = payload["engine"]
+    assert {k: engine[k] for k in ("backend", "compute_type", "device", "threads")} == {
+        "backend": "torch", "compute_type": "float32", "device": "cpu", "threads": 1,
+    }  # fmt: skip
+    assert engine["description"].startswith("torch float32, cpu (1 thread)")  # as restore infer's summary names it
+    assert f"; engine: {engine['description']}\n" in err and payload["timings"]["engine"] == engine["description"]
+    assert (payload["settings"]["backend"], payload["settings"]["compute_type"]) == ("torch", "auto")
+    records = [json.loads(line) for line in report.with_suffix(".outputs.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["roundtrip_exact"] for r in records] == [True, True]  # faithfulness per item, in the outputs
+
+
+def test_a_baseline_names_its_engine(tmp_path, capsys, pairs_file):
+    report = tmp_path / "r.json"
+    code, _, err = run_cli(capsys, "--baseline", "identity", "--data", str(pairs_file), "--limit", "3", "--report", str(report))
+    assert code == 0 and "; engine: python baseline, cpu, 1 thread\n" in err, err
+    assert json.loads(report.read_text(encoding="utf-8"))["engine"]["backend"] == "python"
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, capsys, pairs_file, wiki_texts):
+    # Under capsys stderr is a file, as in a log: each command writes its summary lines only.
+    articles = write_jsonl(tmp_path / "articles.jsonl", [{"text": t} for t in wiki_texts])
+    assert main(["lexicon", "--articles", str(articles), "--limit", "3", "--out", str(tmp_path / "lex")]) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("lexicon: ") and "\r" not in err, err
+    code, _, err = run_cli(capsys, "--baseline", "identity", "--data", str(pairs_file))
+    assert code == 0 and len(err.splitlines()) == 1 and err.startswith("eval: ") and "\r" not in err, err
+
+
+def test_progress_bars_are_drawn_on_a_terminal(monkeypatch):
+    import io
+
+    from restore.progress import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert list(progress(range(3), desc="items")) == [0, 1, 2]
+    assert "items: 100%" in terminal.getvalue()
+    assert list(progress(range(3), desc="small", show=False)) == [0, 1, 2] and "small" not in terminal.getvalue()
+
+
+def test_a_directory_without_a_lexicon_says_how_to_build_one(tmp_path, capsys, pairs_file):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "--baseline", "dictionary", "--lexicon", str(tmp_path / "empty"), "--data", str(pairs_file))
+    assert code == 1 and "restore lexicon --articles FILE --out DIR" in err and "restore train" not in err, err

@@ -340,7 +340,7 @@ def test_cli_faithful_summary_and_opt_out(tmp_path, capsys, tiny_model_dir, rest
     out = tmp_path / "out.txt"
     assert main(["infer", str(text), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert "faithful: 1 chunks" in err and "repaired" in err and len(err.splitlines()) == 1
+    assert "faithful: 1 chunk, " in err and "repaired" in err and "; 0 unfaithful lines; wall " in err and len(err.splitlines()) == 1
     assert check(out.read_text(encoding="utf-8").strip(), "leon trotski born 1879 kherson . father farmer .")
     assert main(["infer", str(text), "-o", str(out), "--model", str(tiny_model_dir), "--no-faithful"]) == 0
     assert "faithful: off" in capsys.readouterr().err
@@ -367,7 +367,7 @@ def test_join_faithful_repairs_the_junction_punkt_reads_across():
     assert check(text, " ".join(CRIMEA))
     assert calls == [[" ".join(CRIMEA)]]  # the two chunks re-decoded together, once
     assert (stats.failed_junctions, stats.junctions_fixed_by_beam, stats.junctions_repaired, stats.unfaithful_lines) == (1, 0, 1, 0)
-    assert "1 failed junctions (0 fixed by beam, 1 repaired), 0 unfaithful lines" in stats.summary()
+    assert stats.summary().endswith(", 1 failed junction (0 fixed by beam, 1 repaired); 0 unfaithful lines")
 
 
 def test_join_faithful_takes_a_faithful_beam_of_the_joined_chunks():

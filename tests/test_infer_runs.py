@@ -282,11 +282,11 @@ def test_summary_counts_chunks_once_and_re_decodes_apart(tmp_path, capsys, quick
     err = capsys.readouterr().err
     # Every (empty) greedy output fails the check, so every chunk is re-decoded once with beams, and so
     # are the chunks around a junction that fails once the repaired chunks are read as one line.
-    found = re.match(r"restore infer: 1 documents, (\d+) chunks, (\d+) re-decoded with beams; ", err)
-    junctions = re.search(r", (\d+) failed junctions", err)
+    found = re.match(r"restore infer: 1 document, (\d+) chunks, (\d+) re-decoded with beams; ", err)
+    junctions = re.search(r", (\d+) failed junctions?", err)
     assert found and int(found[1]) == chunks, err
     assert chunks <= int(found[2]) <= chunks + (int(junctions[1]) if junctions else 0), err
-    assert "; engine: torch float32, cpu (1 threads)" in err and f"faithful: {chunks} chunks, 100.0% failed greedy" in err
+    assert "; engine: torch float32, cpu (1 thread)" in err and f"faithful: {chunks} chunks, 100.0% failed greedy" in err
 
 
 def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
@@ -308,3 +308,118 @@ def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
         "restore infer: 0 documents, 0 chunks, 0 re-decoded with beams; engine: ctranslate2 int8, cpu, 2 workers x 1 thread; "
         "0 generated tokens, 0.0 tokens/s; faithful: off; wall 2.0 s"
     )
+
+
+# --- outputs that are not regular files (issue 27.1) -------------------------------------------------
+def _read_fifo_in_background(fifo: Path):
+    """Read everything written to ``fifo`` in a thread; returns a function that waits and gives it."""
+    import threading
+
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+
+    def result() -> bytes:
+        reader.join(timeout=60)
+        if reader.is_alive():  # nothing ever opened the FIFO for writing: let the reader go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join(timeout=10)
+        return got[0] if got else b""
+
+    return result
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl"])
+def test_a_fifo_output_is_written_through_and_stays_a_fifo(tmp_path, capsys, quick_model_dir, records, kind):
+    import stat
+
+    data = tmp_path / f"in.{kind}"
+    if kind == "txt":
+        data.write_text("\n".join(r["source"] for r in records[:4]) + "\n", encoding="utf-8")
+    else:
+        write_jsonl(data, records[:4])
+    regular = tmp_path / f"regular.{kind}"
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(regular), "--no-faithful")) == 0
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    fifo = out_dir / "pipe"
+    os.mkfifo(fifo)
+    result = _read_fifo_in_background(fifo)
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(fifo), "--no-faithful")) == 0, capsys.readouterr().err
+    assert result() == regular.read_bytes()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # not replaced by a regular file
+    assert sorted(p.name for p in out_dir.iterdir()) == ["pipe"]  # no temporary, lock or .part file beside it
+
+
+def test_a_symlink_output_replaces_the_file_it_names_and_stays_a_link(tmp_path, capsys, quick_model_dir, records):
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(r["source"] for r in records[:4]) + "\n", encoding="utf-8")
+    regular = tmp_path / "regular.txt"
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(regular), "--no-faithful")) == 0
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "real" / "restored.txt"
+    target.write_text("old contents\n")
+    link = tmp_path / "links" / "restored.txt"
+    link.symlink_to(target)
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(link), "--no-faithful")) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == regular.read_bytes()
+    assert [p.name for p in (tmp_path / "links").iterdir()] == ["restored.txt"]
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["restored.txt"]  # the lock and temporary file are gone
+
+
+# --- bad input before anything loads (issue 27.5) ----------------------------------------------------
+LOADED = (
+    "import sys\nfrom restore.cli import main\ncode = main(sys.argv[1:])\n"
+    "print(sorted(m for m in ('torch', 'transformers', 'ctranslate2') if m in sys.modules))\nsys.exit(code)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "command, where, data, message",
+    [
+        ("infer", "file", b"\x89PNG\r\n\x1a\n\x00\x00", "looks like a binary file"),
+        ("infer", "stdin", "caf\xe9 .".encode("latin-1"), "<stdin>: not valid UTF-8"),
+        ("infer", "second file", "caf\xe9 .".encode("latin-1"), "not valid UTF-8"),
+        ("eval", "file", b"\x89PNG\r\n\x1a\n\x00\x00", "looks like a binary file"),
+    ],
+)
+def test_binary_or_non_utf8_input_is_reported_before_the_model_loads(tmp_path, tiny_model_dir, command, where, data, message):
+    bad = tmp_path / ("pairs.jsonl" if command == "eval" else "in.txt")
+    good = tmp_path / "good.txt"
+    good.write_text("born 1879 .\n")
+    stdin = None
+    if where == "stdin":
+        argv, stdin = ["-"], data
+    else:
+        bad.write_bytes(data)
+        argv = [str(good), str(bad)] if where == "second file" else [str(bad)]
+    if command == "eval":
+        argv = ["--data", *argv]
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, command, *argv, "--model", str(tiny_model_dir)],
+        input=stdin or b"", capture_output=True, timeout=120,
+    )  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 1 and err.startswith(f"restore {command}: error: ") and message in err, err
+    assert done.stdout.decode().strip() == "[]"  # nothing heavy was imported, no model loaded
+
+
+# --- unfaithful lines are marked (issue 27.7) --------------------------------------------------------
+def test_jsonl_records_say_whether_they_are_faithful(tmp_path, capsys, quick_model_dir):
+    # No text corrupts back to an empty quote followed by a comma (the tokenizer reads '"",' as `` ``),
+    # so the first record cannot be made exact; the second can.
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "source": "`` '' , yoda feel ."}, {"id": 2, "source": "born 1879 kherson ."}])
+    out = tmp_path / "out.jsonl"
+    assert main(infer_argv(quick_model_dir, str(data), "-o", str(out))) == 0
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["faithful"]) for r in records] == [(1, False), (2, True)]
+    assert corrupt(records[1]["restored"]) == "born 1879 kherson ."
+    assert corrupt(records[0]["restored"]).split() != "`` '' , yoda feel .".split()
+    assert "; 1 unfaithful line; wall" in err, err
+    assert main(infer_argv(quick_model_dir, str(data))) == 0  # to stdout: the same records
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == records
+    assert main(infer_argv(quick_model_dir, str(data), "--no-faithful")) == 0  # not checked: not claimed
+    assert all("faithful" not in json.loads(line) for line in capsys.readouterr().out.splitlines())

@@ -132,3 +132,34 @@ def test_ray_address_that_looks_like_an_input(tmp_path, capsys, varied_model_dir
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"source": "a"}])
     code, err = run(capsys, "--ray", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(varied_model_dir))
     assert code == 1 and "not a Ray address" in err, err
+
+
+NO_CLUSTER = """
+import sys
+import ray._private.services, ray._private.utils
+# No Ray cluster anywhere, whatever else runs on this machine: nothing found by process or address file.
+def no_gcs():
+    return []
+no_gcs.cache_clear = lambda: None  # Ray clears its cache of this function
+ray._private.services.find_gcs_addresses = no_gcs
+ray._private.utils.read_ray_address = lambda temp_dir=None: None
+from restore.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ray_auto_without_a_cluster_is_one_line_and_leaves_nothing(tmp_path, varied_model_dir):
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"source": "a"}])
+    out = tmp_path / "new" / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_CLUSTER, "infer", str(tmp_path / "in"), "-o", str(out), "--model", str(varied_model_dir), "--ray", "auto"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "restore infer: error: --ray auto: no running Ray cluster found; start one first (ray start --head), "
+        "or omit the address (--ray alone starts a local Ray instance)"
+    ]
+    assert not (tmp_path / "new").exists()  # no empty output directory left behind

@@ -54,7 +54,18 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, data, capsys):
+@pytest.fixture
+def library_bars_on():
+    """transformers' progress bars on, as in a fresh process (other tests' runs switch them off)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    yield
+    (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, data, capsys, library_bars_on):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from restore.checkpoint import read_model_info
@@ -64,7 +75,8 @@ def test_tiny_config_trains_and_exports_a_plain_transformers_model(tmp_path, dat
     extra = ("train.max_steps=12", "train.save_dtype=bf16", "train.max_shard_size=200KB")
     args = ["train", "--config", str(TINY), *overrides(data, out, *extra)]
     assert main(args) == 0
-    stdout = capsys.readouterr().out
+    stdout, stderr = capsys.readouterr()
+    assert "\r" not in stderr and "Writing model shards" not in stderr  # no progress bars in a log (issue 27.6)
     summary = stdout.strip().splitlines()[-1]
     assert summary.startswith("restore train: done: 12/12 steps, ") and "tokens/s" in summary and "device cpu" in summary
     assert "eval step 12: dev loss" in stdout

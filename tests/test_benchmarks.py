@@ -1,0 +1,66 @@
+"""The benchmark scripts say what they measured (issue 27.8): machine, model, threads as they ran,
+total run time, and no rate that the measurement cannot support."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from restore.device import THREAD_ENV_VARS
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+@pytest.mark.parametrize(
+    "small, large, expected",
+    [
+        ((6.0, 100, 2000), (14.0, 300, 6000), (25.0, 500.0)),  # 4 s of work per 100 rows, 2 s of start-up
+        ((47.3, 100, 2000), (40.1, 300, 6000), (None, None)),  # the large run was faster: start-up noise
+        ((20.0, 100, 2000), (20.5, 300, 6000), (None, None)),  # start-up far longer than the extra work
+    ],
+)
+def test_corpus_marginal_rates_are_never_negative_or_inflated(small, large, expected):
+    rows, tokens, _ = load_script("bench_corpus").marginal_rates(small, large)
+    assert (rows, tokens) == expected
+
+
+def test_machine_line_names_the_cpu_its_load_and_the_libraries():
+    from restore.cpu import machine_line
+
+    line = machine_line()
+    assert line.startswith("machine: ") and " cores, " in line and "load average" in line and "torch " in line
+
+
+def test_bench_infer_runs_torch_on_infers_threads_and_says_so(tmp_path, tiny_model_dir, wiki_texts):
+    data = tmp_path / "articles.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in wiki_texts[:4]), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV_VARS}  # restore's default threads
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_infer.py"), "--random-config", "d_model=32,encoder_layers=1,decoder_layers=1,attention_heads=2,ffn_dim=64",
+         "--tokenizer", str(tiny_model_dir), "--data", str(data), "--device", "cpu", "--chunks", "4", "--warmup-chunks", "1",
+         "--fixed-new-tokens", "4", "--only", "batched", "--no-cpu-engines"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("machine: ") and "\nmodel: random " in out and "tokenizer)" in out
+    batched = next(line for line in out.splitlines() if line.startswith("batched[bt="))
+    assert batched.endswith("torch float32, cpu (1 thread)")  # the threads restore infer --backend torch runs on
+    assert out.rstrip().splitlines()[-1].startswith("bench_infer: total run time ")
