@@ -1,17 +1,18 @@
 """CTranslate2 backend: the fast CPU path (int8 weights, one decoding worker per core).
 
-Optional: needs ``pip install 'restore[ctranslate2]'``. Without the package,
-asking for this backend is one clear :class:`RestoreError`; ``--backend auto``
-then uses PyTorch (see :func:`restore.backend_choice.choose_backend`, which also picks the
+CTranslate2 is a dependency of ``restore`` wherever it publishes wheels (Linux
+x86_64/aarch64, macOS, 64-bit Windows). Without the package, asking for this
+backend is one clear :class:`RestoreError`; ``--backend auto`` then uses PyTorch (see :func:`restore.backend_choice.choose_backend`, which also picks the
 compute type: int8 only where this CPU computes it accurately, :mod:`restore.cpu`).
 
 How a model directory becomes a CTranslate2 model:
 
 - CTranslate2's own converter (``ctranslate2.converters.TransformersConverter``)
   converts the checkpoint once; the result is cached next to the model
-  (``MODEL/ctranslate2-int8/``), or, where the model directory is read-only,
-  under ``~/.cache/restore/ctranslate2/HASH-int8/`` (``HASH``: the model files'
-  content). A stale conversion (the model was retrained in place) is redone.
+  (``MODEL/ctranslate2-int8/``), or, where the model directory is read-only or
+  installed with the package (``site-packages``: uninstalling must not leave
+  files there), under ``~/.cache/restore/ctranslate2/HASH-int8/`` (``HASH``: the
+  model files' content). A stale conversion (the model was retrained in place) is redone.
   Conversion writes a temporary directory and renames it, so a crash or a
   concurrent run never leaves a half-written model behind.
 - Shim: CTranslate2's BART loader (4.x) reads ``config.normalize_before``, a
@@ -102,7 +103,7 @@ def converted_model_dir(model_dir: str | Path, quantization: str = "int8") -> Pa
     for candidate in (beside, cached):
         if _is_conversion_of(candidate, fingerprint, quantization):
             return candidate
-    for target in (beside, cached):
+    for target in (cached,) if installed_with_package(model_dir) else (beside, cached):
         try:
             return _convert_atomically(model_dir, target, quantization, fingerprint)
         except PermissionError:  # read-only model directory: fall back to the user cache
@@ -111,6 +112,15 @@ def converted_model_dir(model_dir: str | Path, quantization: str = "int8") -> Pa
             if e.errno != 30:  # EROFS (read-only file system) falls back too
                 raise RestoreError(f"cannot write the CTranslate2 conversion to {target.parent} ({e})") from None
     raise RestoreError(f"cannot write a CTranslate2 conversion of {model_dir} (tried {beside} and {cached})")
+
+
+def installed_with_package(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` lies in an installation's ``site-packages`` (pip owns those files)."""
+    import sysconfig
+
+    path = Path(model_dir).resolve()
+    roots = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def _is_conversion_of(directory: Path, fingerprint: str, quantization: str) -> bool:

@@ -144,20 +144,30 @@ def check_model_files(directory: str | Path) -> None:
 
 
 def default_model_dir() -> Path:
-    """The model used when none is given: ``$RESTORE_MODEL``, else ``models/restore-small``
-    of this checkout, else ``models/restore-small`` under the current directory."""
+    """The model used when none is given: ``$RESTORE_MODEL``, else the shipped ``restore-small``.
+
+    The shipped model is the repository's ``models/restore-small``; ``pip install`` installs it
+    with the package as ``restore.models`` (see ``pyproject.toml``), so it is found from any
+    working directory, whether restore runs from a checkout or from an installed package.
+    """
     if os.environ.get("RESTORE_MODEL"):
         return Path(os.environ["RESTORE_MODEL"])
-    candidates = [
-        Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME,
-        Path.cwd() / "models" / DEFAULT_MODEL_NAME,
-    ]
+    candidates = [Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME]  # a checkout
+    from importlib.util import find_spec
+
+    try:  # the package data folder(s) of restore.models, without importing anything
+        spec = find_spec("restore.models")
+    except (ImportError, ValueError):
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidates.append(Path(folder) / DEFAULT_MODEL_NAME)
     for candidate in candidates:
         if (candidate / RESTORE_JSON).is_file():
             return candidate
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise RestoreError(
-        f"no model given and no default model is shipped yet (looked for models/{DEFAULT_MODEL_NAME}); "
-        "train one with `python -m restore train --config configs/small.yaml` and pass --model DIR"
+        f"no model given and the shipped model {DEFAULT_MODEL_NAME} is not installed (looked in {looked}); "
+        "pass --model DIR or set RESTORE_MODEL"
     )
 
 
