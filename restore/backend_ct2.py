@@ -24,8 +24,8 @@ How a model directory becomes a CTranslate2 model:
 Decoding is mapped to what :class:`~restore.backends.TorchGenerator` does:
 at most ``max_new_tokens`` generated ids, stop at ``</s>`` (not returned), no
 forced ``</s>``, no input truncation. Greedy: ``<pad>`` and ``<s>`` are never
-generated, and fp32 outputs equal PyTorch's exactly. Beam search: length
-penalty 1 with ``</s>`` counted in the length (as transformers does); tokens are
+generated, and fp32 outputs equal PyTorch's exactly. Beam search: the length
+penalty with ``</s>`` counted in the length (as transformers does); tokens are
 not suppressed there, because CTranslate2 would renormalise the log-probabilities
 without them while transformers masks them after the softmax (a trained model
 never predicts them anyway). transformers' beam stopping heuristic has no
@@ -266,6 +266,7 @@ class CTranslate2Generator:
         num_beams: int = 1,
         num_return_sequences: int = 1,
         *,
+        length_penalty: float = 1.0,
         min_new_tokens: int = 0,
     ) -> list[list[int]]:
         if not batch:
@@ -281,7 +282,7 @@ class CTranslate2Generator:
             beam_size=num_beams,
             num_hypotheses=num_return_sequences,
             patience=1.0 if greedy else BEAM_PATIENCE,
-            length_penalty=1.0,
+            length_penalty=length_penalty,
             max_decoding_length=max_new_tokens,
             min_decoding_length=min_new_tokens,
             max_input_length=0,  # no truncation: the Restorer fits inputs to the encoder

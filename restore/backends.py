@@ -16,6 +16,9 @@ Conventions every backend follows:
   first). Each holds only what the model generated: no decoder start token, cut
   before the first ``</s>``, no padding;
 - at most ``max_new_tokens`` ids per output, greedy when ``num_beams == 1``;
+- ``length_penalty`` (beam search only): hypotheses are ranked by their summed log-probability
+  divided by ``length ** length_penalty`` (``</s>`` counted), as transformers and CTranslate2
+  both define it: above 1 favours longer outputs;
 - ``batch_tokens``: the token budget per call the engine is tuned for (the
   Restorer's default budget);
 - optionally a keyword ``min_new_tokens`` (fixed-length benchmarks only; the
@@ -60,7 +63,8 @@ class Generator(Protocol):
     batch_tokens: int  # the engine's default token budget per generate call
 
     def generate(
-        self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1
+        self, batch: list[list[int]], max_new_tokens: int, num_beams: int = 1, num_return_sequences: int = 1,
+        *, length_penalty: float = 1.0,
     ) -> list[list[int]]: ...
 
     def describe(self) -> str:
@@ -200,6 +204,7 @@ class TorchGenerator:
         num_beams: int = 1,
         num_return_sequences: int = 1,
         *,
+        length_penalty: float = 1.0,
         min_new_tokens: int = 0,
     ) -> list[list[int]]:
         if self.compact is not None and num_beams == 1:
@@ -221,6 +226,7 @@ class TorchGenerator:
                 min_new_tokens=min_new_tokens or None,
                 num_beams=num_beams,
                 num_return_sequences=num_return_sequences,
+                length_penalty=length_penalty,
                 do_sample=False,
                 **options,
             )

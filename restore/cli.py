@@ -68,7 +68,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPE_CHOICES,
                    help="CTranslate2 weights; auto: int8 where this CPU computes it accurately (VNNI), else float32; bf16 on CUDA")
     p.add_argument("--batch-tokens", type=int, default=None, help="token budget per batch (default: the backend's)")
-    p.add_argument("--num-beams", type=int, default=1, help="beam size (1 = greedy)")
+    p.add_argument("--quality", default=None, choices=("fast", "best"),
+                   help="decoding preset: best (the default) = beam search of 4, the most probable faithful "
+                        "hypothesis; fast = greedy (about 1.3x faster on the CPU, 1.5 BLEU lower on test)")
+    p.add_argument("--num-beams", type=int, default=None, help="beam size (1 = greedy; default: the --quality preset's)")
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="beam search: rank hypotheses by log-probability / length ** this (above 1 favours longer outputs; default: the preset's)")
     p.add_argument("--no-faithful", dest="faithful", action="store_false",
                    help="skip the check that each restored chunk corrupts back to its source (and its beam re-decode and repair)")
 
@@ -76,9 +81,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _check_model_options(args: argparse.Namespace) -> None:
     from restore.infer import check_positive
 
+    from restore.infer import DEFAULT_QUALITY, decoding_for
+
     if args.batch_tokens is not None:
         check_positive("--batch-tokens", args.batch_tokens)
-    check_positive("--num-beams", args.num_beams)
+    args.quality = args.quality or DEFAULT_QUALITY
+    decoding = decoding_for(args.quality, args.num_beams, args.length_penalty)  # explicit options win over the preset
+    args.num_beams, args.length_penalty = decoding.num_beams, decoding.length_penalty
 
 
 # --- infer -----------------------------------------------------------------------------------

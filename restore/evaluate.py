@@ -439,6 +439,7 @@ def load_system(
     compute_type: str = "auto",
     batch_tokens: int | None = None,
     num_beams: int = 1,
+    length_penalty: float = 1.0,
     faithful: bool = True,
 ) -> System:
     """The ``baseline`` (``identity`` or ``dictionary``, whose lexicon is ``lexicon``, else the
@@ -462,8 +463,8 @@ def load_system(
     from restore.infer import Restorer
 
     restorer = Restorer.from_pretrained(
-        info.path, device=device, batch_tokens=batch_tokens, num_beams=num_beams, faithful=faithful, backend=backend,
-        compute_type=compute_type,
+        info.path, device=device, batch_tokens=batch_tokens, num_beams=num_beams, length_penalty=length_penalty,
+        faithful=faithful, backend=backend, compute_type=compute_type,
     )  # fmt: skip
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
     # The device alone (the threads are the engine's: CTranslate2 runs its own workers, not torch's threads).
@@ -557,7 +558,8 @@ def run_eval_cli(args) -> None:
         prepare_model_run()
     system = load_system(
         model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
-        compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, faithful=args.faithful,
+        compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, length_penalty=args.length_penalty,
+        faithful=args.faithful,
     )  # fmt: skip
     outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
     scores = score_outputs(data, outputs)
@@ -574,7 +576,8 @@ def run_eval_cli(args) -> None:
         settings = {
             "model": args.model, "baseline": args.baseline, "lexicon": args.lexicon, "data": str(args.data),
             "limit": args.limit, "device": args.device, "backend": args.backend, "compute_type": args.compute_type,
-            "num_beams": args.num_beams, "batch_tokens": args.batch_tokens, "faithful": args.faithful,
+            "quality": args.quality, "num_beams": args.num_beams, "length_penalty": args.length_penalty,
+            "batch_tokens": args.batch_tokens, "faithful": args.faithful,
         }  # fmt: skip
         report = build_report(system, data, outputs, scores, lines, seconds, settings=settings)
         paths = write_report(args.report, report, data, outputs)

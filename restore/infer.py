@@ -173,6 +173,7 @@ class Restorer:
         device: torch.device | str = "cpu",
         batch_tokens: int | None = None,
         num_beams: int = 1,
+        length_penalty: float = 1.0,
         max_positions: int = 512,
         window_chunks: int = WINDOW_CHUNKS,
         faithful_beams: int = FAITHFUL_BEAMS,
@@ -191,7 +192,10 @@ class Restorer:
         self.batch_tokens = generator.batch_tokens if batch_tokens is None else batch_tokens
         check_positive("--batch-tokens", self.batch_tokens)
         check_positive("--num-beams", num_beams)
+        if not length_penalty > 0:
+            raise RestoreError(f"--length-penalty must be positive, got {length_penalty}")
         self.num_beams = num_beams
+        self.length_penalty = length_penalty
         self.max_source_ids = max_positions
         # The decoder start token takes one position.
         self.new_tokens = new_tokens or NewTokens(cap=max_positions - 1)
@@ -216,6 +220,7 @@ class Restorer:
         batch_tokens: int | None = None,
         num_beams: int = 1,
         backend: str | BackendFactory = "torch",
+        length_penalty: float = 1.0,
         **options,
     ) -> "Restorer":
         """Load a model directory (validated first) onto ``device`` (``auto``: CUDA if available).
@@ -247,7 +252,7 @@ class Restorer:
         generator = factory(info.path, resolved, dtype_for(resolved), **options)
         return cls(
             tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
-            num_beams=num_beams, max_positions=max_positions, **own,
+            num_beams=num_beams, length_penalty=length_penalty, max_positions=max_positions, **own,
         )  # fmt: skip
 
     # documents ------------------------------------------------------------------------------------
@@ -306,7 +311,7 @@ class Restorer:
                 window, chunks = [], 0
         yield window
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[tuple[str, int]]:
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[list[str]] | None = None) -> list[tuple[str, int]]:
         outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
         restored = []
         for chunks, joiners in plans:
@@ -341,22 +346,32 @@ class Restorer:
         )  # fmt: skip
 
     # chunks ---------------------------------------------------------------------------------------
-    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None) -> list[str]:
+    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[list[str]] | None = None) -> list[str]:
         """Restored text of each chunk, in order (the one place chunks become text).
 
-        With ``faithful`` (the default) every output is checked to corrupt back to its chunk;
-        the failing ones are re-decoded together with a beam of ``faithful_beams`` and the
-        first passing hypothesis is taken, else the closest one is repaired (restore.faithful).
-        ``drafts``: the model outputs of :meth:`draft`, when already generated.
+        With ``faithful`` (the default) every output is checked to corrupt back to its chunk,
+        and the most probable faithful hypothesis is taken: a beam search of at least
+        ``faithful_beams`` keeps all its hypotheses and the first that passes wins; after a
+        smaller one (greedy), the failing chunks are re-decoded together with a beam of
+        ``faithful_beams``. Where none passes, the closest one is repaired (restore.faithful).
+        ``drafts``: the candidates of :meth:`draft`, when already generated.
         """
-        outputs = drafts if drafts is not None else self.draft(chunks, num_beams)
+        candidates = drafts if drafts is not None else self.draft(chunks, num_beams)
+        outputs = [hypotheses[0] for hypotheses in candidates]
         if not self.faithful:
             return outputs
-        return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
+        redecode = self._beam_candidates
+        if candidates and len(candidates[0]) >= self.faithful_beams:
+            known = dict(zip(chunks, candidates))
+            redecode = lambda failing: [known[chunk] for chunk in failing]  # noqa: E731 - the beam's own hypotheses
+        return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful)
 
-    def draft(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
-        """The model's output for each chunk, before faithfulness (the part that runs on the device)."""
-        return [candidates[0] for candidates in self.chunk_candidates(chunks, num_beams or self.num_beams, 1)]
+    def draft(self, chunks: list[str], num_beams: int | None = None) -> list[list[str]]:
+        """The model's candidates for each chunk, best first, before faithfulness (the part that
+        runs on the device): every hypothesis of a beam search when faithfulness will choose among
+        them, else the best one alone."""
+        beams = num_beams or self.num_beams
+        return self.chunk_candidates(chunks, beams, beams if self.faithful else 1)
 
     def _beam_candidates(self, chunks: list[str]) -> list[list[str]]:
         return self.chunk_candidates(chunks, self.faithful_beams, self.faithful_beams, redecode=True)
@@ -436,7 +451,8 @@ class Restorer:
         """Generate one batch; out of GPU memory, split it in half and retry each half."""
         try:
             start = time.perf_counter()
-            flat = self.generator.generate(batch, max(limits), num_beams, num_return_sequences)
+            penalty = {"length_penalty": self.length_penalty} if num_beams > 1 else {}  # greedy has no length ranking
+            flat = self.generator.generate(batch, max(limits), num_beams, num_return_sequences, **penalty)
         except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
             if not is_out_of_memory(error):
                 raise
@@ -484,6 +500,39 @@ def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
     return BACKENDS[backend]
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How chunks are decoded: beam size and length penalty (beam search only)."""
+
+    num_beams: int
+    length_penalty: float = 1.0
+
+
+# ``--quality``: ``fast`` is greedy; ``best`` a beam search whose hypotheses faithfulness chooses
+# from (measured on ``test``: see the README's decoding table).
+QUALITY = {"fast": Decoding(num_beams=1), "best": Decoding(num_beams=4, length_penalty=1.0)}
+DEFAULT_QUALITY = "best"
+
+
+def decoding_for(quality: str = DEFAULT_QUALITY, num_beams: int | None = None, length_penalty: float | None = None) -> Decoding:
+    """The preset ``quality``, with ``num_beams`` / ``length_penalty`` given explicitly taking precedence.
+
+    >>> decoding_for("fast"), decoding_for("fast", num_beams=3)
+    (Decoding(num_beams=1, length_penalty=1.0), Decoding(num_beams=3, length_penalty=1.0))
+    """
+    if quality not in QUALITY:
+        raise RestoreError(f"--quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+    preset = QUALITY[quality]
+    decoding = Decoding(
+        num_beams=preset.num_beams if num_beams is None else num_beams,
+        length_penalty=preset.length_penalty if length_penalty is None else length_penalty,
+    )
+    check_positive("--num-beams", decoding.num_beams)
+    if not decoding.length_penalty > 0:
+        raise RestoreError(f"--length-penalty must be positive, got {decoding.length_penalty}")
+    return decoding
+
+
 def restorer_options(args, model: str | Path | None = None) -> dict:
     """Keyword arguments of :meth:`Restorer.from_pretrained` from ``restore infer``'s options
     (a plain dict: Ray actors build their own Restorer from it)."""
@@ -494,6 +543,7 @@ def restorer_options(args, model: str | Path | None = None) -> dict:
         device=args.device,
         batch_tokens=args.batch_tokens,
         num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
         backend=args.backend,
         compute_type=args.compute_type,
         static_cache=args.static_cache,

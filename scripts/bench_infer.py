@@ -282,8 +282,8 @@ class FixedLengthGenerator:
         self.tokens = tokens
         self.batch_tokens = generator.batch_tokens
 
-    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1):
-        return self.generator.generate(batch, self.tokens, num_beams, num_return_sequences, min_new_tokens=self.tokens)
+    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **options):
+        return self.generator.generate(batch, self.tokens, num_beams, num_return_sequences, min_new_tokens=self.tokens, **options)
 
 
 
@@ -375,8 +375,8 @@ class GreedyCounter:
     def __init__(self, inner):
         self.inner, self.greedy_tokens = inner, 0
 
-    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1):
-        out = self.inner.generate(batch, max_new_tokens, num_beams, num_return_sequences)
+    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **options):
+        out = self.inner.generate(batch, max_new_tokens, num_beams, num_return_sequences, **options)
         if num_beams == 1:
             self.greedy_tokens += sum(map(len, out))
         return out
@@ -453,7 +453,7 @@ def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int |
         passed = 0
 
         def restore_chunks(self, chunks, num_beams=None, drafts=None):
-            outputs = drafts if drafts is not None else self.draft(chunks, num_beams)
+            outputs = [c[0] for c in (drafts if drafts is not None else self.draft(chunks, num_beams))]
             self.passed += sum(check(o, c) for o, c in zip(outputs, chunks))
             return outputs
 

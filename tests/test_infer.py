@@ -366,7 +366,7 @@ def test_cli_jsonl_resume_after_interruption(tmp_path, capsys, monkeypatch, tiny
     monkeypatch.setitem(BACKENDS, "torch", factory)
     whole = tmp_path / "whole.jsonl"
     out = tmp_path / "out.jsonl"
-    argv = ("--model", str(tiny_model_dir), "--batch-tokens", "400")
+    argv = ("--model", str(tiny_model_dir), "--batch-tokens", "400", "--quality", "fast")  # greedy: one batch a window part
     assert run_cli(capsys, str(data), "-o", str(out), *argv)[0] == 130  # interrupted
     assert not out.exists() and partial_path(out).exists()
     written = partial_path(out).read_text(encoding="utf-8")
@@ -474,3 +474,65 @@ def test_generators_describe_their_engine(tiny_model_dir):
 
     generator = load_torch_generator(tiny_model_dir, torch.device("cpu"), torch.float32)
     assert generator.describe().startswith("torch float32, cpu (")
+
+
+# --- decoding: beams, the most probable faithful hypothesis, the length penalty ----------------------
+class ScriptedBeams:
+    """Beam hypotheses scripted per source (best first); records every call (rows, beams, returned, options)."""
+
+    batch_tokens = 16384
+
+    def __init__(self, tokenizer, hypotheses: dict[str, list[str]]):
+        self.by_input = {
+            tuple(tokenizer(source)["input_ids"]): [tokenizer(h, add_special_tokens=False)["input_ids"] for h in hyps]
+            for source, hyps in hypotheses.items()
+        }
+        self.calls: list[tuple[int, int, int, dict]] = []
+
+    def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **options):
+        self.calls.append((len(batch), num_beams, num_return_sequences, options))
+        return [self.by_input[tuple(ids)][j][:max_new_tokens] for ids in batch for j in range(num_return_sequences)]
+
+    def describe(self):
+        return "scripted beams (test stub)"
+
+
+HYPOTHESES = {"receiv news .": ["He got the news.", "He received news.", "It received the news.", "News."]}
+
+
+def test_a_beam_search_chooses_its_most_probable_faithful_hypothesis_without_a_second_decode(tokenizer):
+    beams = ScriptedBeams(tokenizer, HYPOTHESES)
+    restorer = Restorer(tokenizer, beams, ChunkConfig(16), num_beams=4, length_penalty=1.3, faithful_beams=4)
+    assert restorer.restore("receiv news .") == "He received news."  # the first of the beam that corrupts back
+    assert beams.calls == [(1, 4, 4, {"length_penalty": 1.3})]  # one decode, all hypotheses kept: no re-decode
+    faithful = restorer.stats.faithful
+    assert restorer.stats.redecoded == 0 and (faithful.failed_greedy, faithful.fixed_by_beam, faithful.repaired) == (1, 1, 0)
+
+    greedy = ScriptedBeams(tokenizer, HYPOTHESES)  # greedy, then the failing chunk re-decoded with a beam of 4
+    restorer = Restorer(tokenizer, greedy, ChunkConfig(16), num_beams=1, length_penalty=1.3, faithful_beams=4)
+    assert restorer.restore("receiv news .") == "He received news."
+    assert greedy.calls == [(1, 1, 1, {}), (1, 4, 4, {"length_penalty": 1.3})]  # greedy decoding has no length penalty
+    assert restorer.stats.redecoded == 1
+
+    unchecked = ScriptedBeams(tokenizer, HYPOTHESES)  # without faithfulness only the best hypothesis is needed
+    restorer = Restorer(tokenizer, unchecked, ChunkConfig(16), num_beams=4, faithful=False)
+    assert restorer.restore("receiv news .") == "He got the news." and unchecked.calls == [(1, 4, 1, {"length_penalty": 1.0})]
+
+
+def test_quality_presets_and_explicit_options():
+    from restore.cli import build_parser
+    from restore.cli import _check_model_options
+    from restore.infer import QUALITY, decoding_for
+
+    def settings(*argv):
+        args = build_parser().parse_args(["infer", *argv])
+        _check_model_options(args)
+        return args.quality, args.num_beams, args.length_penalty
+
+    best = QUALITY["best"]
+    assert settings() == ("best", best.num_beams, best.length_penalty)  # the default
+    assert settings("--quality", "fast") == ("fast", 1, 1.0)
+    assert settings("--quality", "fast", "--num-beams", "3") == ("fast", 3, 1.0)  # explicit options win
+    assert settings("--length-penalty", "2") == ("best", best.num_beams, 2.0)
+    with pytest.raises(RestoreError, match="--length-penalty must be positive"):
+        decoding_for("best", length_penalty=0)

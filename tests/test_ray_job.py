@@ -27,7 +27,8 @@ from test_infer import varied_model_dir  # noqa: E402,F401 (fixture)
 from restore.cli import main  # noqa: E402
 from restore.infer import Restorer  # noqa: E402
 
-MODEL_ARGS = ("--backend", "torch", "--device", "cpu", "--no-faithful")  # faithful repair: slow on a random model
+# faithful repair: slow on a random model; greedy, as the Restorer alone below decodes
+MODEL_ARGS = ("--backend", "torch", "--device", "cpu", "--no-faithful", "--quality", "fast")
 
 
 @pytest.fixture(scope="module")
