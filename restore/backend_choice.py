@@ -63,11 +63,39 @@ class BackendChoice:
     reason: str = ""
 
 
-def default_compute_type(device_type: str) -> tuple[str, str]:
-    """CTranslate2's compute type for a device, and why: bf16 on CUDA; on the CPU int8 only where this
-    CPU computes it accurately (VNNI, :mod:`restore.cpu`), else float32 (measured: without VNNI, int8
-    log-probs drift 13x more and 39% of a test model's greedy outputs differ from fp32's, against 8%
-    with VNNI; CTranslate2 float32 equals PyTorch's exactly).
+# int8 is used without VNNI only for a model whose int8 BLEU was measured this close to float32's there.
+INT8_MAX_BLEU_DROP = 0.3
+
+
+def int8_measured_without_vnni(int8_check: dict | None, library: str) -> bool:
+    """Whether a model's ``restore.json`` ``int8_check`` (written by ``scripts/eval_matrix.py --preset
+    int8 --record``) measured its CTranslate2 int8 within :data:`INT8_MAX_BLEU_DROP` BLEU of float32
+    with ``library``'s kernels kept from VNNI (the AVX2 limits).
+
+    >>> check = {"settings": [{"library": "MKL", "vnni": False, "float32_bleu": 37.29, "int8_bleu": 37.07}]}
+    >>> int8_measured_without_vnni(check, "MKL"), int8_measured_without_vnni(check, "oneDNN")
+    (True, False)
+    >>> check["settings"][0]["int8_bleu"] = 36.9
+    >>> int8_measured_without_vnni(check, "MKL"), int8_measured_without_vnni(None, "MKL")
+    (False, False)
+    """
+    rows = [
+        row for row in ((int8_check or {}).get("settings") or [])
+        if isinstance(row, dict) and row.get("library") == library and row.get("vnni") is False
+    ]  # fmt: skip
+    try:
+        return bool(rows) and all(row["float32_bleu"] - row["int8_bleu"] <= INT8_MAX_BLEU_DROP for row in rows)
+    except (KeyError, TypeError):
+        return False
+
+
+def default_compute_type(device_type: str, int8_check: dict | None = None) -> tuple[str, str]:
+    """CTranslate2's compute type for a device, and why: bf16 on CUDA; on the CPU int8 where this CPU
+    computes it accurately (VNNI, :mod:`restore.cpu`), or where the model's own ``int8_check`` measured
+    its int8 within 0.3 BLEU of float32 without VNNI; else float32. (Without VNNI int8 products
+    saturate: on random test models log-probs drift 13x more and 39% of greedy outputs differ from
+    fp32's, against 8% with VNNI; the trained restore-small lost 0.21-0.22 BLEU there, against
+    0.09-0.11 with VNNI. CTranslate2 float32 equals PyTorch's exactly.)
 
     >>> default_compute_type("cuda")
     ('bfloat16', 'bf16 on CUDA')
@@ -79,14 +107,19 @@ def default_compute_type(device_type: str) -> tuple[str, str]:
     support = int8_support()
     if support.accurate:
         return "int8", f"int8: {support.reason}"
+    if support.library and int8_measured_without_vnni(int8_check, support.library):
+        return "int8", f"int8: {support.reason}, but this model's int8 was measured within {INT8_MAX_BLEU_DROP} BLEU of float32 there"
     return "float32", f"float32, not int8: {support.reason}"
 
 
-def choose_backend(requested: str, device_type: str, *, torch_only: bool = False, compute_type: str = "auto") -> BackendChoice:
+def choose_backend(
+    requested: str, device_type: str, *, torch_only: bool = False, compute_type: str = "auto", int8_check: dict | None = None
+) -> BackendChoice:
     """The engine for ``--backend`` (and ``--compute-type``) on a device, with the reason.
 
     ``auto``: CTranslate2 on the CPU when it is installed (the fastest CPU path), in int8 where
-    this CPU computes int8 accurately, else float32; PyTorch on CUDA, without the package, or
+    this CPU computes int8 accurately or the model's ``int8_check`` says it may (see
+    :func:`default_compute_type`), else float32; PyTorch on CUDA, without the package, or
     when a torch-only option such as ``--static-cache`` is asked for.
 
     >>> choose_backend("torch", "cpu").name, choose_backend("auto", "cuda").reason
@@ -112,5 +145,5 @@ def choose_backend(requested: str, device_type: str, *, torch_only: bool = False
         return BackendChoice("torch", reason="--backend torch")
     if compute_type != "auto":
         return BackendChoice("ctranslate2", {"compute_type": compute_type}, f"--compute-type {compute_type}")
-    chosen, why = default_compute_type(device_type)
+    chosen, why = default_compute_type(device_type, int8_check)
     return BackendChoice("ctranslate2", {"compute_type": chosen}, why)

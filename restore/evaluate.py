@@ -565,7 +565,7 @@ def run_eval_cli(args) -> None:
     scores = score_outputs(data, outputs)
     lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
     if system.faithful and system.stats is not None:
-        # Before repair: the share that failed greedy decoding; after: the faithfulness line above.
+        # Before repair: the share whose first decode (greedy or the beam's best) failed; after: the faithfulness line above.
         lines.append(system.stats.faithful.summary())
     print("\n".join(lines))
     rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)

@@ -36,7 +36,7 @@ class FaithfulStats:
     """How many chunks needed help to be faithful (end-of-run summary, ``restore eval``)."""
 
     chunks: int = 0
-    failed_greedy: int = 0  # the first (greedy) output did not corrupt back to its source
+    failed_greedy: int = 0  # the first output (greedy, or the best of a beam) did not corrupt back to its source
     fixed_by_beam: int = 0  # ... and a beam hypothesis did
     repaired: int = 0  # ... and none did: the closest one was repaired
     still_unfaithful_exact: int = 0  # after repair, the round trip still differs (punctuation)
@@ -68,7 +68,7 @@ class FaithfulStats:
         ``"faithful": false``).
 
         >>> FaithfulStats(chunks=200, failed_greedy=30, fixed_by_beam=20, repaired=10).summary()
-        'faithful: 200 chunks, 15.0% failed greedy, 10.0% fixed by beam, 5.0% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
+        'faithful: 200 chunks, 15.0% failed first decode, 10.0% fixed by beam, 5.0% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
         """
         from restore.textio import plural
 
@@ -82,7 +82,7 @@ class FaithfulStats:
             else ""
         )
         return (
-            f"faithful: {plural(self.chunks, 'chunk')}, {pct(self.failed_greedy)} failed greedy, "
+            f"faithful: {plural(self.chunks, 'chunk')}, {pct(self.failed_greedy)} failed first decode, "
             f"{pct(self.fixed_by_beam)} fixed by beam, {pct(self.repaired)} repaired, "
             f"{self.still_unfaithful_exact} inexact, {self.still_unfaithful_content} content-unfaithful{junctions}; "
             f"{plural(self.unfaithful_lines, 'unfaithful line')}"
@@ -112,7 +112,7 @@ def make_faithful(
     ...               beams, stats=stats)
     ['Born in 1879.', 'Born in 1880.', 'Born 1881.']
     >>> stats.summary()
-    'faithful: 3 chunks, 66.7% failed greedy, 33.3% fixed by beam, 33.3% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
+    'faithful: 3 chunks, 66.7% failed first decode, 33.3% fixed by beam, 33.3% repaired, 0 inexact, 0 content-unfaithful; 0 unfaithful lines'
     """
     stats = stats if stats is not None else FaithfulStats()
     forms = lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)

@@ -242,7 +242,10 @@ class Restorer:
         own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap") if k in options}
         if isinstance(backend, str):
             compute_type = options.pop("compute_type", None) or "auto"
-            choice = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type)
+            choice = choose_backend(
+                backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type,
+                int8_check=info.extra.get("int8_check"),
+            )  # fmt: skip
             backend = choice.name
             options = {**options, **choice.options, "reason": choice.reason}
         factory = _backend_factory(backend)

@@ -9,7 +9,7 @@ each run and the whole run time, and writes the same rows to ``OUT/matrix.json``
     # the model card of models/restore-small (12 settings: 3 engines x repair on/off x greedy/beams)
     python scripts/eval_matrix.py --preset card --out runs/eval-matrix/card
     # CTranslate2 int8 against float32 per instruction-set limit (the 0.3 BLEU rule of --compute-type auto)
-    python scripts/eval_matrix.py --preset int8 --out runs/eval-matrix/int8
+    python scripts/eval_matrix.py --preset int8 --record --out runs/eval-matrix/int8   # --record: into restore.json
     # any settings: LABEL=EVAL ARGS, optionally prefixed by environment assignments
     python scripts/eval_matrix.py --setting "beams 6=--backend ctranslate2 --num-beams 6" --out /tmp/m
 
@@ -36,21 +36,24 @@ ENGINES = {
     "CTranslate2 float32": "--backend ctranslate2 --compute-type float32",
 }
 AVX2 = "ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 CT2_FORCE_CPU_ISA=AVX2"
+# The int8 preset's CPU settings: (label, environment, the library running int8 products, VNNI available to it).
+# On an AMD CPU CTranslate2 uses oneDNN whatever CT2_USE_MKL=0 says, so the "MKL" rows are then oneDNN too.
+INT8_SETTINGS = (
+    ("VNNI (MKL)", "", "MKL", True),
+    ("VNNI (oneDNN)", "CT2_USE_MKL=0", "oneDNN", True),
+    ("AVX2 limits (MKL)", AVX2, "MKL", False),
+    ("AVX2 limits (oneDNN)", f"CT2_USE_MKL=0 {AVX2}", "oneDNN", False),
+)
 PRESETS = {
     "card": [
-        (f"{engine}, {beams}, {faithful}", f"{args}{' --num-beams 4' if beams == 'beams 4' else ''}{'' if faithful == 'repair' else ' --no-faithful'}")
+        (f"{engine}, {beams}, {faithful}", f"{args}{' --quality best' if beams == 'beams 4' else ' --quality fast'}{'' if faithful == 'repair' else ' --no-faithful'}")
         for engine, args in ENGINES.items()
         for beams in ("greedy", "beams 4")
         for faithful in ("repair", "no repair")
     ],
     "int8": [
-        (f"{isa}, {ct}, no repair", f"{env} --backend ctranslate2 --compute-type {ct} --no-faithful".strip())
-        for isa, env in (
-            ("VNNI (MKL)", ""),
-            ("VNNI (oneDNN)", "CT2_USE_MKL=0"),
-            ("AVX2 limits (MKL)", AVX2),
-            ("AVX2 limits (oneDNN)", f"CT2_USE_MKL=0 {AVX2}"),
-        )
+        (f"{isa}, {ct}, no repair", f"{env} --backend ctranslate2 --compute-type {ct} --no-faithful --quality fast".strip())
+        for isa, env, _, _ in INT8_SETTINGS
         for ct in ("float32", "int8")
     ],
 }
@@ -136,6 +139,37 @@ def run_setting(label: str, env: dict, args: list[str], common: list[str], out: 
     }
 
 
+def int8_check(rows: list[dict], data: str) -> dict:
+    """The ``int8_check`` record of ``restore.json`` from the int8 preset's rows (see
+    :func:`restore.backend_choice.int8_measured_without_vnni`, which reads it)."""
+    import ctranslate2
+
+    by_label = {r["label"]: r for r in rows if "error" not in r}
+    settings = []
+    for isa, env, library, vnni in INT8_SETTINGS:
+        f32, i8 = by_label.get(f"{isa}, float32, no repair"), by_label.get(f"{isa}, int8, no repair")
+        if f32 and i8:
+            settings.append({"label": isa, "env": env, "library": library, "vnni": vnni,
+                             "float32_bleu": f32["bleu"], "int8_bleu": i8["bleu"], "float32_chrf": f32["chrf"], "int8_chrf": i8["chrf"]})  # fmt: skip
+    if not settings:
+        raise SystemExit("eval_matrix: --record needs the int8 preset's rows")
+    return {
+        "criterion": "CTranslate2 int8 BLEU within 0.3 of float32 (greedy, no repair)",
+        "data": data, "cpu": cpu_name(), "ctranslate2": ctranslate2.__version__,
+        "command": "python scripts/eval_matrix.py --preset int8 --record", "settings": settings,
+    }  # fmt: skip
+
+
+def record_int8_check(model: Path, check: dict) -> None:
+    """Write ``check`` into the model's ``restore.json`` (atomically; the weights are not touched)."""
+    from restore.textio import write_text_atomic
+
+    path = model / "restore.json"
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    payload["int8_check"] = check
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| setting | BLEU | chrF | round-trip exact | content F1 | BP | generated tokens/s | eval seconds | load 1-min (before, after) |",
@@ -160,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", required=True, help="folder for the reports, matrix.json and matrix.md")
+    parser.add_argument("--record", action="store_true",
+                        help="with --preset int8: write the result into the model's restore.json (int8_check), which --compute-type auto follows")
     args = parser.parse_args(argv)
     settings = [parse_setting(f"{label}={text}") for preset in args.preset for label, text in PRESETS[preset]]
     settings += [parse_setting(text) for text in args.setting]
@@ -179,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     text += f"\nscripts/eval_matrix.py ran {len(rows)} settings in {time.perf_counter() - started:.0f} s (reused reports count 0 s)\n"
     (out / "matrix.md").write_text(text, encoding="utf-8")
     print(text)
+    if args.record:
+        check = int8_check(rows, args.data)
+        record_int8_check(Path(args.model), check)
+        print(f"eval_matrix: recorded int8_check in {Path(args.model) / 'restore.json'}: "
+              + "; ".join(f"{s['label']} {s['int8_bleu'] - s['float32_bleu']:+.2f} BLEU" for s in check["settings"]))
 
 
 if __name__ == "__main__":

@@ -309,6 +309,45 @@ def test_under_an_avx2_limit_auto_uses_float32_and_equals_torch(calmer_model_dir
     assert result["same"] == 1.0
 
 
+INT8_CHECK_CHILD = """
+import sys
+from restore.cpu import int8_support
+from restore.infer import Restorer
+restorer = Restorer.from_pretrained(sys.argv[1], device="cpu", backend="auto")
+print(int8_support().library + "|" + restorer.generator.describe())
+"""
+
+
+@pytest.mark.parametrize("int8_drop, expected", [(0.21, "int8"), (0.45, "float32")])
+def test_without_vnni_auto_follows_the_models_own_int8_measurement(model_dir, tmp_path, int8_drop, expected):
+    """Under the AVX2 limits int8 is chosen only for a model whose restore.json records its int8 BLEU
+    within 0.3 of float32 without VNNI (scripts/eval_matrix.py --preset int8 --record)."""
+    pytest.importorskip("ctranslate2")
+    import os
+    import shutil
+    import subprocess
+
+    model = tmp_path / "checked"
+    shutil.copytree(model_dir, model, ignore=shutil.ignore_patterns("ctranslate2-*"))
+    payload = json.loads((model / "restore.json").read_text())
+    payload["int8_check"] = {"settings": [
+        {"library": library, "vnni": False, "float32_bleu": 37.29, "int8_bleu": round(37.29 - int8_drop, 2)}
+        for library in ("MKL", "oneDNN")
+    ]}  # fmt: skip
+    (model / "restore.json").write_text(json.dumps(payload))
+    done = subprocess.run(
+        [sys.executable, "-c", INT8_CHECK_CHILD, str(model)],
+        env={**os.environ, **AVX2_LIMITS, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    library, engine = done.stdout.strip().splitlines()[-1].split("|", 1)
+    if not library:  # not an x86 CPU with AVX2: int8 is never chosen there
+        expected = "float32"
+    assert engine.startswith(f"ctranslate2 {expected}, cpu"), engine
+    assert ("measured within 0.3 BLEU of float32" in engine) == (expected == "int8"), engine
+
+
 def test_restorer_outputs_equal_across_backends(varied_model_dir):
     pytest.importorskip("ctranslate2")
     from restore.backend_ct2 import load_ctranslate2_generator

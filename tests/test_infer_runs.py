@@ -286,7 +286,7 @@ def test_summary_counts_chunks_once_and_re_decodes_apart(tmp_path, capsys, quick
     junctions = re.search(r", (\d+) failed junctions?", err)
     assert found and int(found[1]) == chunks, err
     assert chunks <= int(found[2]) <= chunks + (int(junctions[1]) if junctions else 0), err
-    assert "; engine: torch float32, cpu (1 thread)" in err and f"faithful: {chunks} chunks, 100.0% failed greedy" in err
+    assert "; engine: torch float32, cpu (1 thread)" in err and f"faithful: {chunks} chunks, 100.0% failed first decode" in err
 
 
 def test_summary_names_the_engine_the_backend_describes(tiny_model_dir):
