@@ -186,7 +186,7 @@ class Trainer:
         started = time.perf_counter()
         mine = step_batches[self.accelerator.process_index :: self.world]
         try:
-            losses = self._forward_backward(mine)
+            losses, positions = self._forward_backward(mine)
         except torch.OutOfMemoryError:
             raise
         except Exception as e:  # a failed compilation (first step, or a later recompilation): go on eagerly
@@ -196,7 +196,8 @@ class Trainer:
             self.loss_fn, self.compiled = seq2seq_loss, False
             self.compile_note = f"eager (torch.compile failed: {type(e).__name__})"
             self.optimizer.zero_grad(set_to_none=True)  # drop what the failed attempt accumulated
-            losses = self._forward_backward(mine)
+            losses, positions = self._forward_backward(mine)
+        self.session_positions += positions
         for loss in losses:
             self.loss_sum += loss
         self.loss_count += len(losses)
@@ -221,19 +222,20 @@ class Trainer:
         if self.state.step - self.first_step > self.cfg.rate_warmup_steps:
             self.steady[0], self.steady[1] = self.steady[0] + tokens, self.steady[1] + elapsed
 
-    def _forward_backward(self, mine: list[np.ndarray]) -> list[torch.Tensor]:
-        """Forward and backward passes of this rank's micro-batches (gradients accumulate); their losses."""
-        losses = []
+    def _forward_backward(self, mine: list[np.ndarray]) -> tuple[list[torch.Tensor], int]:
+        """Forward and backward passes of this rank's micro-batches (gradients accumulate): their losses,
+        and their padded positions (source + target)."""
+        losses, positions = [], 0
         for m, ids in enumerate(mine):
             batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
             labels = batch.pop("labels")
-            self.session_positions += batch["input_ids"].numel() + labels.numel()
+            positions += batch["input_ids"].numel() + labels.numel()
             sync = m == len(mine) - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 loss = self.loss_fn(self.model, batch, labels, self.cfg.label_smoothing)
                 self.accelerator.backward(loss / len(mine))
             losses.append(loss.detach())
-        return losses
+        return losses, positions
 
     def _check_start_loss(self) -> None:
         """The start model's loss on the first step's batches, before any update (eval mode: no dropout).
