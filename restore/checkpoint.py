@@ -7,7 +7,7 @@ A restore model directory holds:
 - ``tokenizer.json`` + ``tokenizer_config.json`` (``AutoTokenizer.from_pretrained``);
 - ``restore.json``: the corruption spec version and chunking settings the model
   was trained with, plus how it was trained (data, steps, tokens, time, device,
-  dev metrics);
+  dev metrics) and its lineage (every run that made it, :mod:`restore.lineage`);
 - ``lexicon.json.gz`` (optional): surface forms per stem, see :mod:`restore.lexicon`.
 
 :func:`read_model_info` validates a directory (:func:`resolve_model`: the one a run uses);
@@ -272,9 +272,10 @@ def set_rng_state(state: dict, device) -> None:
 
 def export_model(
     out: Path, model, tokenizer, chunking: ChunkConfig, training: dict, config: dict, save_dtype: str = "bf16",
-    max_shard_size: str | None = None,
+    max_shard_size: str | None = None, lineage: list | None = None,
 ) -> None:
-    """Write the self-describing model directory: weights (``save_dtype``), tokenizer, then ``restore.json``.
+    """Write the self-describing model directory: weights (``save_dtype``), tokenizer, then ``restore.json``
+    (with the run's ``config`` and, when given, the model's ``lineage``: :mod:`restore.lineage`).
 
     ``restore.json`` is written last, so a directory that has one holds a complete model.
     """
@@ -289,4 +290,4 @@ def export_model(
     for weights in out.glob("model*.safetensors"):  # safetensors writes them 0600: a shared model must be readable
         usual_permissions(weights)
     tokenizer.save_pretrained(out)
-    write_restore_json(out, chunking, training, config=config)
+    write_restore_json(out, chunking, training, config=config, **({"lineage": lineage} if lineage is not None else {}))

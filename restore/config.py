@@ -154,6 +154,11 @@ class TrainConfig:
     keep_checkpoint: bool = False  # keep the resumable checkpoint after the run completes
     save_dtype: str = "bf16"  # bf16 | fp32 weights in the exported model
     max_shard_size: str | None = None  # e.g. "20MB": split model.safetensors into shards
+    # torch.compile the training step (forward + loss; backward through AOTAutograd), dynamic shapes;
+    # a failed compilation falls back to eager steps with one log line. compile_backend: any
+    # torch.compile backend ("aot_eager" traces without generating code: seconds on the CPU).
+    compile: bool = False
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         _check_min(

@@ -144,27 +144,42 @@ class TokenizedPairs:
         Lengths are padded up to a multiple of ``pad_multiple`` (:func:`restore.attention.padded_length`),
         so that batch shapes repeat; the padding is masked (source) or ignored (labels).
         """
-        n = len(indices)
-        src_len = padded_length(int(max(self.src_off[i + 1] - self.src_off[i] for i in indices)), pad_multiple)
-        tgt_len = padded_length(int(max(self.tgt_off[i + 1] - self.tgt_off[i] for i in indices)), pad_multiple)
+        idx = np.asarray(indices, dtype=np.int64)
+        n = len(idx)
+        s_start, s_len = self.src_off[idx], self.src_off[idx + 1] - self.src_off[idx]
+        t_start, t_len = self.tgt_off[idx], self.tgt_off[idx + 1] - self.tgt_off[idx]
+        src_len = padded_length(int(s_len.max()), pad_multiple)
+        tgt_len = padded_length(int(t_len.max()), pad_multiple)
         input_ids = np.full((n, src_len), pad_id, dtype=np.int64)
         attention = np.zeros((n, src_len), dtype=np.int64)
         labels = np.full((n, tgt_len), IGNORE_INDEX, dtype=np.int64)
         decoder_in = np.full((n, tgt_len), pad_id, dtype=np.int64)
-        for row, i in enumerate(indices):
-            s = self.src[self.src_off[i] : self.src_off[i + 1]]
-            t = self.tgt[self.tgt_off[i] : self.tgt_off[i + 1]]
-            input_ids[row, : len(s)] = s
-            attention[row, : len(s)] = 1
-            labels[row, : len(t)] = t
-            decoder_in[row, 0] = decoder_start_id  # teacher forcing: targets shifted right
-            decoder_in[row, 1 : len(t)] = t[:-1]
+        # Every id at once (a Python loop over ~700 rows cost ~11 ms a step): row and column of each.
+        rows, cols = _ragged_positions(s_len)
+        input_ids[rows, cols] = self.src[np.repeat(s_start, s_len) + cols]
+        attention[rows, cols] = 1
+        rows, cols = _ragged_positions(t_len)
+        labels[rows, cols] = self.tgt[np.repeat(t_start, t_len) + cols]
+        decoder_in[:, 0] = decoder_start_id  # teacher forcing: targets shifted right
+        shifted = cols + 1 < t_len[rows]
+        decoder_in[rows[shifted], cols[shifted] + 1] = labels[rows[shifted], cols[shifted]]
         return {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention),
             "decoder_input_ids": torch.from_numpy(decoder_in),
             "labels": torch.from_numpy(labels),
         }
+
+
+def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every item of ragged rows of ``lengths``.
+
+    >>> [a.tolist() for a in _ragged_positions(np.array([2, 0, 3]))]
+    [[0, 0, 2, 2, 2], [0, 1, 0, 1, 2]]
+    """
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return rows, np.arange(int(lengths.sum())) - starts
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -179,22 +194,30 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
 
 
 # --- batches ---------------------------------------------------------------------------------
-def token_batches(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int) -> list[np.ndarray]:
+def token_batches(lengths: np.ndarray, batch_tokens: int, seed: int, epoch: int, tiebreak: np.ndarray | None = None) -> list[np.ndarray]:
     """Length-grouped batches of at most ``batch_tokens`` padded tokens, shuffled per epoch.
 
     Pairs are shuffled, stably sorted by length (so equal lengths mix differently every
-    epoch), cut greedily into batches (size x longest <= budget; a longer pair goes alone)
-    and the batch order is shuffled. The same ``(seed, epoch)`` always gives the same batches.
+    epoch) and, among equal lengths, by ``tiebreak`` (the training loop passes source
+    lengths: ``lengths`` is the longer side, mostly the target, and without it a batch's
+    sources vary widely, a third of the encoder's positions padding), cut greedily into
+    batches (size x longest <= budget; a longer pair goes alone) and the batch order is
+    shuffled. The same ``(seed, epoch)`` always gives the same batches.
 
     >>> bs = token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, seed=0, epoch=0)
     >>> sorted(sorted(b.tolist()) for b in bs)
     [[0], [1, 3, 4], [2], [5]]
     >>> [b.tolist() for b in bs] == [b.tolist() for b in token_batches(np.array([5, 3, 8, 3, 2, 9]), 10, 0, 0)]
     True
+    >>> sorted(sorted(b.tolist()) for b in token_batches(np.array([8, 8, 8, 8]), 16, 0, 0, tiebreak=np.array([7, 1, 6, 2])))
+    [[0, 2], [1, 3]]
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    order = order[np.argsort(lengths[order], kind="stable")]
+    if tiebreak is None:
+        order = order[np.argsort(lengths[order], kind="stable")]
+    else:
+        order = order[np.lexsort((tiebreak[order], lengths[order]))]  # lexsort is stable too
     batches = [order[r.start : r.stop] for r in budget_batches(lengths[order], batch_tokens)]
     rng.shuffle(batches)
     return batches

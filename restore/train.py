@@ -32,6 +32,7 @@ so an interrupted run ends with the same weights as an uninterrupted one (on CPU
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -40,11 +41,12 @@ import yaml
 
 from restore.attention import configure_attention
 from restore.checkpoint import CHECKPOINT, RESTORE_JSON, load_checkpoint
-from restore.config import ExperimentConfig, config_differences, dump_config, load_config_dict
+from restore.config import ExperimentConfig, config_differences, dump_config, load_config_dict, portable_path
 from restore.data import PairSet, build_lexicon, prepare_pairs, sample_indices, split_selections
 from restore.device import resolve_device
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE
+from restore.lineage import Shard, local_shard, model_lineage
 from restore.model import build_model, count_parameters, load_pretrained
 from restore.progress import quiet_library_bars
 from restore.token_ids import encode_pairs
@@ -55,7 +57,7 @@ TRAIN_CONFIG = "train_config.yaml"
 # Settings that may differ between a run and its --resume without changing the weights.
 RESUME_MAY_CHANGE = frozenset(
     {"train.stop_after_steps", "train.time_limit_minutes", "train.budget_reserve_minutes", "train.log_every", "train.save_every", "train.export_every", "train.keep_checkpoint",
-     "train.device", "train.cpu_threads", "train.eval_every", "train.eval_pairs", "train.eval_bleu_pairs",
+     "train.device", "train.cpu_threads", "train.eval_every", "train.eval_pairs", "train.eval_bleu_pairs", "train.compile", "train.compile_backend",
      "data.num_proc", "data.cache_dir"}
 )  # fmt: skip
 
@@ -112,6 +114,8 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
         f"{len(train_set):,} train pairs encoded ({train_set.dropped} longer than {max_len} tokens dropped)"
     )
     optimizer = _make_optimizer(model, config, accelerator.device)
+    step_kind = f"torch.compile ({config.train.compile_backend})" if config.train.compile else "eager"
+    log(f"optimizer: AdamW ({'fused' if optimizer.defaults.get('fused') else 'foreach'}); training step: {step_kind}")
     schedule = LRSchedule(config.train.warmup_steps, config.train.max_steps, config.train.schedule, config.train.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     state = TrainState(world_size=accelerator.num_processes)
@@ -129,7 +133,7 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
         config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, schedule=schedule,
         tokenizer=tokenizer, train_set=train_set, dev_set=dev_set, state=state, out=out, log=log,
         pairs={"train": train_pairs.stats, "dev": dev_pairs.stats if dev_pairs else None},
-        stages=stages, session_start=session_start,
+        stages=stages, session_start=session_start, lineage=_start_lineage(config), shards=_train_shards(selections[0]),
     )  # fmt: skip
 
 
@@ -227,6 +231,24 @@ def _create_model(config: ExperimentConfig, tokenizer):
             raise RestoreError(f"model.init_from {config.model.init_from}: its vocabulary is smaller than the tokenizer's")
         return model
     return build_model(config.model, vocab_size=len(tokenizer))
+
+
+def _start_lineage(config: ExperimentConfig) -> list[dict]:
+    """The lineage of ``model.init_from`` (``[]`` from scratch, or for a checkpoint that is not a restore model)."""
+    if not config.model.init_from:
+        return []
+    path = Path(config.model.init_from) / RESTORE_JSON
+    try:
+        return model_lineage(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
+    except (OSError, ValueError) as e:
+        raise RestoreError(f"{path}: cannot read the start model's description ({e})") from None
+
+
+def _train_shards(selection) -> list[Shard]:
+    """The training files as lineage records (portable name, bytes, content hash); a hub dataset by its id."""
+    if selection.hub:
+        return [Shard("hub:" + "/".join(str(x) for x in selection.hub if x), None)]
+    return [local_shard(f, portable_path(f)) for f in selection.files]
 
 
 def _make_optimizer(model: torch.nn.Module, config: ExperimentConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -32,6 +32,7 @@ from restore.progress import show_progress
 from restore.device import describe
 from restore.errors import RestoreError
 from restore.model import count_parameters
+from restore.lineage import run_entry
 from restore.token_ids import IGNORE_INDEX, TokenizedPairs, to_device, token_batches
 from restore.train_eval import dev_bleu, dev_loss
 
@@ -50,6 +51,8 @@ class TrainState:
     history: list = field(default_factory=list)  # dev metrics per evaluation
     max_steps: int | None = None  # derived from train.time_budget_minutes once the step rate is measured
     steps_per_second: float | None = None  # the measured rate it was derived from
+    start_loss: float | None = None  # model.init_from's loss on the first step's batches, before any update
+    first_step_loss: float | None = None  # the first step's training loss
 
 
 class LRSchedule:
@@ -103,6 +106,8 @@ class Trainer:
     pairs: dict  # how the train/dev pairs were prepared (for restore.json)
     stages: "Stages"
     session_start: float  # perf_counter() when setup began: wall time includes the setup
+    lineage: list = field(default_factory=list)  # the start model's lineage (restore.lineage); this run's entry is appended on export
+    shards: list = field(default_factory=list)  # the training files as restore.lineage.Shard records
 
     def __post_init__(self) -> None:
         self.cfg = self.config.train
@@ -110,7 +115,15 @@ class Trainer:
         self.model = self.accelerator.prepare(self.raw_model)
         # Budgets count padded tokens (lengths rounded up as collate pads them).
         self.lengths = round_up(np.maximum(np.maximum(self.train_set.src_lens, self.train_set.tgt_lens), 1), PAD_MULTIPLE)
+        self.src_lens = np.asarray(self.train_set.src_lens)  # the batches' tie-break: similar sources share a batch
         self.pair_tokens = self.train_set.src_lens + self.train_set.tgt_lens
+        self.parameters = count_parameters(self.raw_model)
+        self.loss_fn, self.compiled = seq2seq_loss, False
+        if self.cfg.compile:
+            # Dynamic shapes: one graph for every batch shape (token-budget batches vary in rows and lengths).
+            self.loss_fn = torch.compile(seq2seq_loss, dynamic=True, backend=self.cfg.compile_backend)
+            self.compiled = True
+        self.compile_note = f"torch.compile ({self.cfg.compile_backend}, dynamic shapes)" if self.compiled else "eager"
         self.pad_id = self.tokenizer.pad_token_id
         self.start_id = self.raw_model.config.decoder_start_token_id
         self.max_steps = self.cfg.max_steps
@@ -123,6 +136,9 @@ class Trainer:
             self.schedule.total = sys.maxsize
         self.end_step = min(sys.maxsize if budget_open else self.max_steps, self.cfg.stop_after_steps or sys.maxsize)
         self.session_tokens, self.session_train_seconds = 0, 0.0
+        self.session_positions = 0  # padded source + target positions of this session's batches
+        self.window = [0, 0.0]  # tokens and step seconds since the last progress line
+        self.steady = [0, 0.0]  # tokens and step seconds after this session's first rate_warmup_steps (compilation, warm-up)
         self.loss_sum, self.loss_count = torch.zeros((), device=self.accelerator.device), 0
         self.first_step = self.state.step
         self.rate_start: tuple[int, float] | None = None  # (step, time) where the rate measurement began
@@ -137,9 +153,11 @@ class Trainer:
             dynamic_ncols=True, file=sys.stderr, disable=not (self.accelerator.is_main_process and show_progress()), desc="train",
         )  # fmt: skip
         self.bar = bar
+        if self.config.model.init_from and self.state.step == 0:
+            self._check_start_loss()
         self.model.train()
         while self.state.step < self.end_step:
-            batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
+            batches = self._batches(self.state.epoch)
             per_step = self.world * self.cfg.grad_accum
             steps_in_epoch = len(batches) // per_step
             if not steps_in_epoch:
@@ -160,23 +178,33 @@ class Trainer:
         bar.close()
         return self._finish()
 
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        return token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, epoch, tiebreak=self.src_lens)
+
     def _step(self, step_batches: list[np.ndarray]) -> None:
         """One optimizer step; micro-batch ``m`` of rank ``r`` is ``step_batches[m * world + r]``."""
         started = time.perf_counter()
         mine = step_batches[self.accelerator.process_index :: self.world]
-        for m, ids in enumerate(mine):
-            batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
-            labels = batch.pop("labels")
-            sync = m == len(mine) - 1
-            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
-                logits = self.model(**batch, use_cache=False).logits
-                loss = F.cross_entropy(
-                    logits.float().flatten(0, 1), labels.flatten(),
-                    ignore_index=IGNORE_INDEX, label_smoothing=self.cfg.label_smoothing,
-                )  # fmt: skip
-                self.accelerator.backward(loss / len(mine))
-            self.loss_sum += loss.detach()
-            self.loss_count += 1
+        try:
+            losses, positions = self._forward_backward(mine)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # a failed compilation (first step, or a later recompilation): go on eagerly
+            if not self.compiled:
+                raise
+            self.log(f"torch.compile failed ({type(e).__name__}: {_first_line(e)}); training continues eagerly")
+            self.loss_fn, self.compiled = seq2seq_loss, False
+            self.compile_note = f"eager (torch.compile failed: {type(e).__name__})"
+            self.optimizer.zero_grad(set_to_none=True)  # drop what the failed attempt accumulated
+            losses, positions = self._forward_backward(mine)
+        self.session_positions += positions
+        for loss in losses:
+            self.loss_sum += loss
+        self.loss_count += len(losses)
+        if self.state.first_step_loss is None:
+            self.state.first_step_loss = round(torch.stack(losses).mean().item(), 6)
+            if self.state.start_loss is not None:
+                self.log(f"first step: training loss {self.state.first_step_loss:.4f} (model.init_from's loss on these batches: {self.state.start_loss:.4f})")
         if self.cfg.grad_clip:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -190,6 +218,46 @@ class Trainer:
         elapsed = time.perf_counter() - started
         self.state.train_seconds += elapsed
         self.session_train_seconds += elapsed
+        self.window[0], self.window[1] = self.window[0] + tokens, self.window[1] + elapsed
+        if self.state.step - self.first_step > self.cfg.rate_warmup_steps:
+            self.steady[0], self.steady[1] = self.steady[0] + tokens, self.steady[1] + elapsed
+
+    def _forward_backward(self, mine: list[np.ndarray]) -> tuple[list[torch.Tensor], int]:
+        """Forward and backward passes of this rank's micro-batches (gradients accumulate): their losses,
+        and their padded positions (source + target)."""
+        losses, positions = [], 0
+        for m, ids in enumerate(mine):
+            batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
+            labels = batch.pop("labels")
+            positions += batch["input_ids"].numel() + labels.numel()
+            sync = m == len(mine) - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                loss = self.loss_fn(self.model, batch, labels, self.cfg.label_smoothing)
+                self.accelerator.backward(loss / len(mine))
+            losses.append(loss.detach())
+        return losses, positions
+
+    def _check_start_loss(self) -> None:
+        """The start model's loss on the first step's batches, before any update (eval mode: no dropout).
+
+        Logged beside the first step's training loss: equal (within float tolerance, for a model
+        without dropout) when ``model.init_from``'s weights loaded; a fresh model scores about ln(vocab).
+        """
+        first = self._batches(self.state.epoch)[: self.world * self.cfg.grad_accum][self.accelerator.process_index :: self.world]
+        self.model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for ids in first:
+                batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
+                labels = batch.pop("labels")
+                total += seq2seq_loss(self.model, batch, labels, self.cfg.label_smoothing).item()
+        self.model.train()
+        self.state.start_loss = round(total / len(first), 6)
+        vocab = self.raw_model.get_input_embeddings().num_embeddings
+        self.log(
+            f"init_from: loss {self.state.start_loss:.4f} on the first step's batches before training "
+            f"(a fresh model's is about ln({vocab:,}) = {math.log(vocab):.2f} or more)"
+        )
 
     def _after_step(self) -> None:
         step = self.state.step
@@ -269,9 +337,11 @@ class Trainer:
         loss = self.accelerator.reduce(self.loss_sum / max(1, self.loss_count), "mean").item()
         self.loss_sum.zero_()
         self.loss_count = 0
-        rate = self.session_tokens / max(self.session_train_seconds, 1e-9)
+        rate = self.window[0] / max(self.window[1], 1e-9)  # since the last line: a compilation does not linger in it
+        self.window = [0, 0.0]
         lr = self.scheduler.get_last_lr()[0]
-        self.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {rate:,.0f} tok/s")
+        flops = flops_text(model_flops(self.parameters, rate))
+        self.bar.set_postfix_str(f"loss {loss:.3f} lr {lr:.2e} {rate:,.0f} tok/s {flops}")
         if not self.bar.disable:
             return
         done = self.state.step - self.first_step
@@ -279,7 +349,7 @@ class Trainer:
         eta = f" eta {_hms((end - self.state.step) * self.session_train_seconds / max(1, done))}" if end else ""
         self.log(
             f"step {self.state.step}/{end or '?'} epoch {self.state.epoch} loss {loss:.4f} lr {lr:.2e} "
-            f"{rate:,.0f} tok/s{eta}"
+            f"{rate:,.0f} tok/s {flops}{eta}"
         )
 
     # --- evaluation ---
@@ -329,17 +399,39 @@ class Trainer:
         rate = self.session_tokens / max(self.session_train_seconds, 1e-9)
         where = f"{describe(self.accelerator.device)}" + (f" x{self.world}" if self.world > 1 else "")
         status = "done" if completed else f"stopped (resume with --resume to reach {self.max_steps})"
+        steady = self._steady_rate()
+        self.log(
+            f"throughput: {steady:,.0f} tokens/s after the first {self.cfg.rate_warmup_steps} steps ({rate:,.0f} with them), "
+            f"{flops_text(model_flops(self.parameters, steady))} ({FLOPS_FORMULA}); {self.compile_note}; "
+            f"{self._real_share():.1%} of the batches' positions are tokens, not padding"
+        )
         self.log(
             f"restore train: {status}: {self.state.step}/{self.max_steps} steps, {self.state.tokens_seen:,} tokens seen, "
             f"{rate:,.0f} tokens/s, wall {_hms(self._wall())}, device {where} -> {self.out}"
         )
         return self.out
 
+    def _steady_rate(self) -> float:
+        """Tokens/s of this session's steps after its first ``rate_warmup_steps`` (all steps if there are no more)."""
+        tokens, seconds = self.steady if self.steady[1] else (self.session_tokens, self.session_train_seconds)
+        return tokens / max(seconds, 1e-9)
+
+    def _real_share(self) -> float:
+        """Tokens over padded positions (source + target) of this session's batches."""
+        return self.session_tokens / max(1, self.session_positions * self.world)
+
     def _export(self, completed: bool, metrics: dict | None) -> None:
-        """Write the self-describing model directory (weights, tokenizer, restore.json)."""
+        """Write the self-describing model directory (weights, tokenizer, restore.json with the lineage)."""
+        training = self._training_info(completed, metrics)
+        start = portable_path(self.config.model.init_from) if self.config.model.init_from else None
+        entry = run_entry(
+            start_model=start, shards=self.shards, training=training,
+            start_loss=self.state.start_loss, first_step_loss=self.state.first_step_loss,
+        )  # fmt: skip
         export_model(
-            self.out, self.raw_model, self.tokenizer, self.config.chunking, self._training_info(completed, metrics),
+            self.out, self.raw_model, self.tokenizer, self.config.chunking, training,
             portable_config_dict(self.config), save_dtype=self.cfg.save_dtype, max_shard_size=self.cfg.max_shard_size,
+            lineage=[*self.lineage, entry],
         )  # fmt: skip
 
     def _training_info(self, completed: bool, metrics: dict | None) -> dict:
@@ -353,14 +445,18 @@ class Trainer:
             "epochs": round(self.state.epoch + self.state.epoch_step / max(1, self._steps_per_epoch()), 3),
             "tokens_seen": self.state.tokens_seen,
             "tokens_per_second": round(rate, 1),
+            "steady_tokens_per_second": round(self._steady_rate(), 1),  # after the first rate_warmup_steps steps
             "train_seconds": round(self.state.train_seconds, 1),
             "wall_seconds": round(self._wall(), 1),
             "stage_seconds": {name: round(seconds, 2) for name, seconds in self.stages.seconds.items()},
             "device": describe(self.accelerator.device),
             "processes": self.world,
             "precision": "bf16 autocast" if self.accelerator.mixed_precision == "bf16" else "fp32",
+            "step_function": self.compile_note,
+            "model_flops_per_second": round(model_flops(self.parameters, self._steady_rate())),  # FLOPS_FORMULA, steady rate
+            "token_share_of_positions": round(self._real_share(), 4),  # the rest is padding
             "saved_dtype": self.cfg.save_dtype,
-            "parameters": count_parameters(self.raw_model),
+            "parameters": self.parameters,
             "data": {split: _portable_stats(stats) for split, stats in self.pairs.items()},
             "train_pairs_encoded": len(self.train_set),
             "dev": metrics,
@@ -380,11 +476,45 @@ class Trainer:
         return info
 
     def _steps_per_epoch(self) -> int:
-        batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
-        return len(batches) // (self.world * self.cfg.grad_accum)
+        return len(self._batches(self.state.epoch)) // (self.world * self.cfg.grad_accum)
 
 
 # --- pieces ----------------------------------------------------------------------------------
+FLOPS_FORMULA = "model FLOP/s = 6 x parameters x tokens/s, tokens = source + target ids without padding"
+
+
+def model_flops(parameters: int, tokens_per_second: float) -> float:
+    """Model FLOP/s by :data:`FLOPS_FORMULA` (the usual estimate: forward 2, backward 4 per parameter and token).
+
+    >>> round(model_flops(14_628_352, 1_457_273) / 1e12)
+    128
+    """
+    return 6.0 * parameters * tokens_per_second
+
+
+def flops_text(flops: float) -> str:
+    """``1.28e14`` -> ``'128.0 TFLOP/s'``; under a TFLOP/s in GFLOP/s.
+
+    >>> flops_text(1.28e14), flops_text(3.1e10)
+    ('128.0 TFLOP/s', '31.0 GFLOP/s')
+    """
+    return f"{flops / 1e12:,.1f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:,.1f} GFLOP/s"
+
+
+def seq2seq_loss(model, batch: dict, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Mean cross-entropy per target token of a collated batch (teacher forcing): the training step's
+    loss (compiled with the model's forward when ``train.compile`` is on)."""
+    logits = model(**batch, use_cache=False).logits
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 class Stages:
     """Seconds per named stage of a run, in order (``with stages("pairs"): ...``).
 

@@ -53,7 +53,9 @@ Usage::
 
 ``--random-config`` takes ``key=value,...`` fields of :class:`restore.model.ModelConfig`
 (unset ones keep their defaults) or a YAML config (``small`` = ``configs/small.yaml``; its
-``model`` and ``chunking`` sections). ``--tokenizer DIR`` loads ``DIR/tokenizer.json`` or,
+``model`` and ``chunking`` sections); several are measured side by side, each round running every
+model in turn, and a last table gives each variant's rate per model and as a share of the first's
+(``--random-config small medium --only ct2-int8[auto]``: the CPU fallback of a bigger model). ``--tokenizer DIR`` loads ``DIR/tokenizer.json`` or,
 if there is none, trains a 16k tokenizer on the dev+test articles and saves it there.
 """
 
@@ -142,7 +144,7 @@ def batched_variant(batch_tokens: int, static_cache: bool = False, compact: bool
 
 
 # --- CPU engines (issue 9): torch int8, CTranslate2 as it comes, restore's CTranslate2 backend ------
-_CPU_CACHE: dict[str, object] = {}  # converted model dir and generators, built once per run (not timed)
+_CPU_CACHE: dict[tuple[int, str], object] = {}  # per model: converted model dir and generators, built once per run (not timed)
 
 
 def _bench_model_dir(bench: Bench) -> Path:
@@ -153,19 +155,21 @@ def _bench_model_dir(bench: Bench) -> Path:
 
     from restore.checkpoint import write_restore_json
 
-    if "model_dir" not in _CPU_CACHE:
+    key = (id(bench.model), "model_dir")
+    if key not in _CPU_CACHE:
         path = Path(tempfile.mkdtemp(prefix="bench-infer-model-"))
         atexit.register(shutil.rmtree, path, True)
         bench.model.save_pretrained(path)
         bench.tokenizer.save_pretrained(path)
         write_restore_json(path, bench.chunking, training={"note": "bench_infer.py copy"})
-        _CPU_CACHE["model_dir"] = path
-    return _CPU_CACHE["model_dir"]
+        _CPU_CACHE[key] = path
+    return _CPU_CACHE[key]
 
 
 def _cpu_generator(bench: Bench, kind: str):
     """A generator for ``kind`` (``torch-qint8``, ``ct2-int8-stock``, ``ct2-fp32``, ...), built once."""
-    if kind not in _CPU_CACHE:
+    key = (id(bench.model), kind)
+    if key not in _CPU_CACHE:
         if kind == "torch-qint8":
             import copy
             import warnings
@@ -175,7 +179,7 @@ def _cpu_generator(bench: Bench, kind: str):
             with warnings.catch_warnings():  # torch.ao.quantization is deprecated (still works in 2.13)
                 warnings.simplefilter("ignore")
                 model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(bench.model), {torch.nn.Linear}, dtype=torch.qint8)
-            _CPU_CACHE[kind] = TorchGenerator(model, bench.device, torch.float32)
+            _CPU_CACHE[key] = TorchGenerator(model, bench.device, torch.float32)
         else:
             from restore.backend_ct2 import CTranslate2Generator, converted_model_dir
             from restore.device import available_cpus
@@ -186,8 +190,8 @@ def _cpu_generator(bench: Bench, kind: str):
             if kind.endswith("-stock"):  # as CTranslate2 comes: one translator using every core, whole batches
                 options.update(workers=1, threads_per_worker=available_cpus(), max_rows_per_worker=1 << 30)
             ct2_dir = converted_model_dir(_bench_model_dir(bench), compute_type)
-            _CPU_CACHE[kind] = CTranslate2Generator(ct2_dir, compute_type=compute_type, **options)
-    return _CPU_CACHE[kind]
+            _CPU_CACHE[key] = CTranslate2Generator(ct2_dir, compute_type=compute_type, **options)
+    return _CPU_CACHE[key]
 
 
 def cpu_engine_variant(kind: str, batch_tokens: int | None) -> Callable[[Bench, list[str]], tuple[int, dict]]:
@@ -336,13 +340,13 @@ def bench_tokenizer(directory: Path, vocab_size: int):
     return tokenizer
 
 
-def load_bench_model(args, device: torch.device, dtype: torch.dtype):
-    """(model, tokenizer, chunking, description)."""
+def load_bench_model(args, device: torch.device, dtype: torch.dtype, random_config: str | None = None):
+    """(model, tokenizer, chunking, description) of ``random_config`` (one of ``--random-config``), else ``--model``."""
     from restore.backends import restore_generation_config
     from restore.model import build_model, count_parameters, load_pretrained
 
-    if args.random_config is not None:
-        model_config, chunking = random_model_config(args.random_config)
+    if random_config is not None:
+        model_config, chunking = random_model_config(random_config)
         if args.max_source_words:
             from restore.chunking import ChunkConfig
 
@@ -605,7 +609,9 @@ def print_table(results: list[Measurement], out=sys.stdout) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="trained model directory (default: the shipped model)")
-    p.add_argument("--random-config", default=None, help="random weights: 'key=value,...' ModelConfig fields or a YAML config")
+    p.add_argument("--random-config", nargs="+", default=None,
+                   help="random weights: 'key=value,...' ModelConfig fields or a YAML config; several: measured side by side, "
+                        "rounds interleaved")  # fmt: skip
     p.add_argument("--tokenizer", type=Path, default=REPO / "models" / "tokenizer-16k", help="tokenizer dir (random models; default: the committed 16k one)")
     p.add_argument("--vocab-size", type=int, default=16000, help="vocabulary when training the bench tokenizer")
     p.add_argument("--max-source-words", type=int, default=None, help="chunk size for random models (default: config's or 48)")
@@ -654,41 +660,66 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cpu" and not threads_chosen_by_user():
             torch.set_num_threads(default_cpu_threads())  # as restore infer --backend torch runs (OMP_NUM_THREADS to choose)
         dtype = dtype_for(device)
-        model, tokenizer, chunking, description = load_bench_model(args, device, dtype)
+        loaded = [load_bench_model(args, device, dtype, spec) for spec in args.random_config or [None]]
     except RestoreError as e:
         print(f"bench_infer: error: {e}", file=sys.stderr)
         return 1
     print(machine_line())
     if args.goal:
+        model, tokenizer, chunking, description = loaded[0]
         bench = Bench(model, tokenizer, chunking, device, dtype, [], args.fixed_new_tokens, 1, model.config.max_position_embeddings)
         print(f"model: {description}, {dtype}; device: {describe(device)}", file=sys.stderr)
         code = run_goal(args, bench, description)
         print(f"bench_infer: total run time {time.perf_counter() - started:.0f} s")
         return code
-    chunks = bench_chunks(args.data, chunking, args.chunks + args.warmup_chunks)
-    warmup, chunks = chunks[: args.warmup_chunks], chunks[args.warmup_chunks :]
-    bench = Bench(model, tokenizer, chunking, device, dtype, chunks, args.fixed_new_tokens, args.num_beams,
-                  model.config.max_position_embeddings)  # fmt: skip
-    source_ids = sum(len(ids) for ids in tokenizer(chunks)["input_ids"])
-    print(f"model: {description}, {dtype}")
-    print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_words={chunking.max_source_words}, "
-          f"{source_ids / len(chunks):.1f} source ids/chunk of the {tokenizer_name(tokenizer)} tokenizer) of {args.data.name}; "
-          f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}")
-    best: dict[str, Measurement] = {}
+    benches = []  # (description, bench, warm-up chunks), one per model: measured side by side
+    for model, tokenizer, chunking, description in loaded:
+        chunks = bench_chunks(args.data, chunking, args.chunks + args.warmup_chunks)
+        warmup, chunks = chunks[: args.warmup_chunks], chunks[args.warmup_chunks :]
+        bench = Bench(model, tokenizer, chunking, device, dtype, chunks, args.fixed_new_tokens, args.num_beams,
+                      model.config.max_position_embeddings)  # fmt: skip
+        source_ids = sum(len(ids) for ids in tokenizer(chunks)["input_ids"])
+        print(f"model: {description}, {dtype}")
+        print(f"device: {describe(device)}; {len(chunks)} chunks (max_source_words={chunking.max_source_words}, "
+              f"{source_ids / len(chunks):.1f} source ids/chunk of the {tokenizer_name(tokenizer)} tokenizer) of {args.data.name}; "
+              f"new tokens: {args.fixed_new_tokens or 'up to 4x source + 16'}; beams: {args.num_beams}")
+        benches.append((description, bench, warmup))
+    best: dict[tuple[int, str], Measurement] = {}
     for round_ in range(args.rounds):
-        for name, fn in variants_for(args):
-            result = measure(bench, name, fn, warmup)
-            if name not in best or result.tokens_per_second > best[name].tokens_per_second:
-                best[name] = result
-            print(f"  {name}: {result.tokens_per_second:.1f} tokens/s (round {round_ + 1})", file=sys.stderr)
-    results = list(best.values())
-    print_table(results)
+        for m, (description, bench, warmup) in enumerate(benches):  # interleaved: the machine's load hits every model alike
+            for name, fn in variants_for(args):
+                result = measure(bench, name, fn, warmup)
+                if (m, name) not in best or result.tokens_per_second > best[m, name].tokens_per_second:
+                    best[m, name] = result
+                label = f"model {m + 1} " if len(benches) > 1 else ""
+                print(f"  {label}{name}: {result.tokens_per_second:.1f} tokens/s (round {round_ + 1})", file=sys.stderr)
+    tables = [[r for (m, _), r in best.items() if m == i] for i in range(len(benches))]
+    for i, results in enumerate(tables):
+        if len(benches) > 1:
+            print(f"model {i + 1}: {benches[i][0]}")
+        print_table(results)
+    if len(benches) > 1:
+        print_side_by_side([b[0] for b in benches], tables)
     if args.json:
-        payload = {"device": describe(device), "model": description, "args": {k: str(v) for k, v in vars(args).items()},
-                   "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in results]}  # fmt: skip
+        payload = {"device": describe(device), "model": benches[0][0], "args": {k: str(v) for k, v in vars(args).items()},
+                   "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in tables[0]]}  # fmt: skip
+        if len(benches) > 1:
+            payload["models"] = [{"model": b[0], "results": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in t]}
+                                 for b, t in zip(benches, tables)]  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(f"bench_infer: total run time {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def print_side_by_side(models: list[str], tables: list[list[Measurement]], out=sys.stdout) -> None:
+    """Each variant's tokens/s for every model, and as a share of the first model's (measured in the same rounds)."""
+    print("side by side (tokens/s; x the first model):", file=out)
+    for i, model in enumerate(models):
+        print(f"  model {i + 1}: {model}", file=out)
+    for first in tables[0]:
+        rates = [next((r.tokens_per_second for r in t if r.variant == first.variant), 0.0) for t in tables]
+        cells = "  ".join(f"model {i + 1} {rate:,.1f} (x{rate / first.tokens_per_second:.2f})" for i, rate in enumerate(rates))
+        print(f"  {first.variant:<24} {cells}", file=out)
 
 
 def tokenizer_name(tokenizer) -> str:

@@ -64,3 +64,24 @@ def test_bench_infer_runs_torch_on_infers_threads_and_says_so(tmp_path, tiny_mod
     batched = next(line for line in out.splitlines() if line.startswith("batched[bt="))
     assert batched.endswith("torch float32, cpu (1 thread)")  # the threads restore infer --backend torch runs on
     assert out.rstrip().splitlines()[-1].startswith("bench_infer: total run time ")
+
+
+def test_bench_infer_measures_several_random_models_side_by_side(tmp_path, tiny_model_dir, wiki_texts):
+    data = tmp_path / "articles.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in wiki_texts[:4]), encoding="utf-8")
+    small = "d_model=32,encoder_layers=1,decoder_layers=1,attention_heads=2,ffn_dim=64"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_infer.py"), "--random-config", small, small.replace("d_model=32", "d_model=64"),
+         "--tokenizer", str(tiny_model_dir), "--data", str(data), "--device", "cpu", "--chunks", "4", "--warmup-chunks", "1",
+         "--fixed-new-tokens", "4", "--only", "batched", "--no-cpu-engines", "--rounds", "2", "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("\nmodel: random ") == 2 and "d_model=64" in out
+    side = out[out.index("side by side (tokens/s; x the first model):") :].splitlines()
+    row = next(line for line in side if line.strip().startswith("batched[bt="))
+    assert "model 1 " in row and "(x1.00)" in row and "model 2 " in row
+    assert done.stderr.count("(round 2)") == 2  # both models, every round
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert [len(m["results"]) for m in payload["models"]] == [1, 1]

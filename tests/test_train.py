@@ -298,3 +298,142 @@ def test_dev_bleu_under_bf16_autocast_with_the_compact_decoder(tmp_path, data, m
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         metrics = dev_bleu(model, trainer.tokenizer, trainer.dev_set, 8, trainer.config.chunking, trainer.accelerator.device)
     assert decodes and metrics["bleu_pairs"] == 8 and metrics["bleu"] >= 0.0
+
+
+# --- issue 22: continued training, the compiled step, fewer padded positions ---------------------
+def test_continued_training_starts_from_the_model_and_extends_its_lineage(tmp_path, data, capsys):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from restore.lineage import has_seen, local_shard
+    from restore.train import setup
+    from restore.train_loop import seq2seq_loss
+
+    start = train(load_config(TINY, overrides(data, tmp_path / "start", "train.max_steps=30", "model.dropout=0", "train.save_dtype=fp32")))
+    # Continue on other data (the dev articles), with its own warm-up and decay; dev loss on the train file.
+    extra = ("train.max_steps=3", "train.log_every=1", "train.warmup_steps=2", f"model.init_from={start}")
+    cont = overrides(data, tmp_path / "cont", *extra) + [f"data.train_files={data['dev']}", f"data.dev_files={data['train']}"]
+    trainer = setup(load_config(TINY, cont))
+    first = trainer._batches(0)[0]
+    batch = trainer.train_set.collate(first, trainer.pad_id, trainer.start_id)
+    labels = batch.pop("labels")
+    with torch.no_grad():  # the start model's loss on the first step's batch, computed here from its files
+        expected = seq2seq_loss(AutoModelForSeq2SeqLM.from_pretrained(start).eval(), batch, labels, trainer.cfg.label_smoothing).item()
+    out = trainer.run()
+    log = capsys.readouterr().out
+    assert "init_from: loss " in log and "first step: training loss " in log
+
+    payload = json.loads((out / "restore.json").read_text())
+    parent, entry = payload["lineage"]
+    assert parent == json.loads((start / "restore.json").read_text())["lineage"][0]
+    assert parent["start_model"] is None and entry["start_model"] == portable_path(str(start))
+    assert entry["first_step_loss"] == pytest.approx(expected, rel=1e-5)  # the weights did load...
+    assert entry["start_loss"] == pytest.approx(expected, rel=1e-5)
+    assert entry["first_step_loss"] < parent["first_step_loss"] - 0.5  # ...a fresh model starts far higher
+    assert entry["steps"] == 3 and entry["tokens"] == payload["training"]["tokens_seen"] and entry["dev_loss"] > 0
+    assert [s["name"] for s in entry["shards"]] == [portable_path(str(data["dev"]))]
+    lineage = payload["lineage"]
+    assert has_seen(local_shard(data["train"]), lineage) and has_seen(local_shard(data["dev"]), lineage)
+
+
+def test_compiled_steps_match_eager_steps_and_a_failed_compilation_falls_back(tmp_path, data, capsys, monkeypatch):
+    import restore.train_loop as train_loop
+
+    common = ("train.max_steps=3", "train.log_every=1", "model.dropout=0", "train.save_dtype=fp32", "train.eval_bleu_pairs=0")
+    eager = train(load_config(TINY, overrides(data, tmp_path / "eager", *common)))
+    eager_log = capsys.readouterr().out
+    # aot_eager: dynamo + AOTAutograd trace the step (the GPU's inductor adds code generation, minutes on this CPU).
+    compiled = train(load_config(TINY, overrides(data, tmp_path / "compiled", *common, "train.compile=true", "train.compile_backend=aot_eager")))
+    compiled_log = capsys.readouterr().out
+
+    def losses(log: str) -> list[float]:
+        return [float(line.split(" loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("step ")]
+
+    assert len(losses(eager_log)) == 3 and losses(compiled_log) == pytest.approx(losses(eager_log), abs=2e-4)
+    a, b = weights(eager), weights(compiled)
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
+    training = json.loads((compiled / "restore.json").read_text())["training"]
+    assert training["step_function"] == "torch.compile (aot_eager, dynamic shapes)"
+    assert training["model_flops_per_second"] > 0 and 0 < training["token_share_of_positions"] <= 1
+    assert "TFLOP/s" in compiled_log or "GFLOP/s" in compiled_log
+
+    def broken_compile(fn, **options):
+        def run(*args, **kwargs):
+            raise RuntimeError("no C++ compiler\nsecond line")
+
+        return run
+
+    monkeypatch.setattr(train_loop.torch, "compile", broken_compile)
+    fallback = train(load_config(TINY, overrides(data, tmp_path / "fallback", *common, "train.compile=true")))
+    log = capsys.readouterr().out
+    assert [line for line in log.splitlines() if line.startswith("torch.compile")] == [
+        "torch.compile failed (RuntimeError: no C++ compiler); training continues eagerly"
+    ]
+    c = weights(fallback)
+    assert all(torch.equal(a[k], c[k]) for k in a)  # exactly the eager run
+    assert json.loads((fallback / "restore.json").read_text())["training"]["step_function"] == "eager (torch.compile failed: RuntimeError)"
+
+
+def test_batches_grouped_by_source_length_pad_less_and_change_no_pair_loss(data):
+    import numpy as np
+    import torch.nn.functional as F
+
+    from restore.attention import round_up
+    from restore.chunking import ChunkConfig
+    from restore.data import ArticleSelection, prepare_pairs
+    from restore.model import build_model
+    from restore.token_ids import IGNORE_INDEX, TokenizedPairs, token_batches
+    from restore.tokenizer import train_tokenizer
+
+    pairs = prepare_pairs(ArticleSelection((str(data["train"]),)), ChunkConfig(48), str(data["cache"]), num_proc=1)
+    tokenizer = train_tokenizer(list(pairs.dataset["source"]) + list(pairs.dataset["target"]), vocab_size=500)
+    encoded = TokenizedPairs.encode(pairs.dataset, tokenizer, max_length=512, num_proc=1)
+    src, tgt = np.asarray(encoded.src_lens), np.asarray(encoded.tgt_lens)
+    lengths = round_up(np.maximum(src, tgt), 8)
+    before = token_batches(lengths, 1024, seed=0, epoch=0)
+    after = token_batches(lengths, 1024, seed=0, epoch=0, tiebreak=src)
+    for batches in (before, after):  # every pair once, every batch within the budget
+        assert sorted(np.concatenate(batches).tolist()) == list(range(len(src)))
+        assert all(len(b) == 1 or len(b) * lengths[b].max() <= 1024 for b in batches)
+
+    def positions(batches):
+        return sum(len(b) * (round_up(int(src[b].max()), 8) + round_up(int(tgt[b].max()), 8)) for b in batches)
+
+    assert positions(after) < positions(before)
+
+    torch.manual_seed(0)
+    model = build_model(load_config(TINY).model, vocab_size=len(tokenizer)).eval()
+
+    def pair_losses(batches) -> dict[int, float]:
+        losses = {}
+        for b in batches:
+            batch = encoded.collate(b, tokenizer.pad_token_id, model.config.decoder_start_token_id)
+            labels = batch.pop("labels")
+            with torch.no_grad():
+                logits = model(**batch, use_cache=False).logits
+            per_token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+            losses.update(zip(b.tolist(), per_token.sum(1).tolist()))
+        return losses
+
+    a, b = pair_losses(before), pair_losses(after)
+    assert a.keys() == b.keys() and all(abs(a[i] - b[i]) <= 1e-4 * max(1.0, abs(a[i])) for i in a)
+
+
+def test_collate_puts_every_id_where_a_row_by_row_copy_does():
+    import numpy as np
+
+    from restore.token_ids import IGNORE_INDEX, TokenizedPairs, _offsets
+
+    rng = np.random.default_rng(3)
+    src_lens, tgt_lens = rng.integers(1, 30, 50), rng.integers(1, 40, 50)
+    pairs = TokenizedPairs(rng.integers(5, 99, src_lens.sum()).astype(np.int32), _offsets(src_lens),
+                           rng.integers(5, 99, tgt_lens.sum()).astype(np.int32), _offsets(tgt_lens))  # fmt: skip
+    rows = [7, 3, 41, 0, 19]
+    got = {k: v.numpy() for k, v in pairs.collate(rows, pad_id=1, decoder_start_id=2).items()}
+    assert got["input_ids"].shape[1] % 8 == 0 and got["labels"].shape[1] % 8 == 0
+    for r, i in enumerate(rows):
+        s = pairs.src[pairs.src_off[i] : pairs.src_off[i + 1]]
+        t = pairs.tgt[pairs.tgt_off[i] : pairs.tgt_off[i + 1]]
+        assert got["input_ids"][r].tolist() == s.tolist() + [1] * (got["input_ids"].shape[1] - len(s))
+        assert got["attention_mask"][r].tolist() == [1] * len(s) + [0] * (got["input_ids"].shape[1] - len(s))
+        assert got["labels"][r].tolist() == t.tolist() + [IGNORE_INDEX] * (got["labels"].shape[1] - len(t))
+        assert got["decoder_input_ids"][r].tolist() == [2] + t[:-1].tolist() + [1] * (got["labels"].shape[1] - len(t))

@@ -10,7 +10,7 @@
 # Run there:   bash scripts/gpu/train_small.sh       (carry [".data", ".whl"], timeout_s 600)
 # Dry run on the CPU (tiny model, config's own data, a 3-minute call, 100 test pairs):
 #   OUT=/tmp/out DATA=/nonexistent WHEELS=/nonexistent CONFIG=configs/tiny.yaml TOTAL_SECONDS=180 \
-#     EVAL_LIMIT=100 PYTHON=.venv/bin/python bash scripts/gpu/train_small.sh
+#     EVAL_LIMIT=100 COMPILE=false PYTHON=.venv/bin/python bash scripts/gpu/train_small.sh   (inductor: ~3 min on 2 CPU cores)
 #
 # Time plan (TOTAL_SECONDS, default 600 less a 25 s margin): wheels and imports, then
 # `restore train` with train.time_budget_minutes set to what is left after EVAL_SECONDS for the
@@ -36,6 +36,8 @@ EVAL_SECONDS=${EVAL_SECONDS:-60}      # kept after training for the two evaluati
 EVAL_LIMIT=${EVAL_LIMIT:-}            # evaluate the first N test pairs only (dry runs)
 RUN=${RUN:-/tmp/restore-run}
 BATCH_TOKENS=${BATCH_TOKENS:-65536}   # per step; the setting measured on an H200 (2.94 steps/s before the attention fix)
+COMPILE=${COMPILE:-true}              # torch.compile the training step (one log line and eager steps if it fails)
+RATE_WARMUP_STEPS=${RATE_WARMUP_STEPS:-40}  # steps before the rate is timed: the compilation happens in them
 deadline=$((started + TOTAL_SECONDS))
 
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
@@ -70,6 +72,7 @@ limit=$(awk -v s="$budget" 'BEGIN { printf "%.2f", (s + 15) / 60 }')
 echo "time: $(( $(date +%s) - started ))s used; training budget ${minutes} min (hard limit ${limit} min)" | tee -a "$OUT/train.log"
 "$PYTHON" -m restore train --config "$CONFIG" "${data_args[@]}" \
   "train.output_dir=$RUN" "train.time_budget_minutes=$minutes" "train.time_limit_minutes=$limit" "train.batch_tokens=$BATCH_TOKENS" \
+  "train.compile=$COMPILE" "train.rate_warmup_steps=$RATE_WARMUP_STEPS" \
   train.max_shard_size=14MB data.cache_dir=/tmp/restore-cache 2>&1 | tee -a "$OUT/train.log"
 status=${PIPESTATUS[0]}
 kill "$packer" 2>/dev/null
