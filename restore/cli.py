@@ -89,6 +89,9 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     _add_model_options(p)
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
+    p.add_argument("--spans", action="store_true",
+                   help=".jsonl inputs: add to every record the input token each output word realizes (null: inserted) "
+                   "and each chunk's faithfulness outcome")
     _add_corpus_options(p)
     p.set_defaults(handler=_cmd_infer)
 
@@ -107,6 +110,8 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
     _check_model_options(args)
     if is_corpus_run(args):  # shards in, parquet shards out (restore.corpus; --ray: restore.ray_job)
+        if args.spans:
+            raise RestoreError("--spans applies to .jsonl file inputs written to a .jsonl output, not to shard corpora")
         run_corpus_cli(args)
         return
     if args.source_field is not None or args.ray_actors is not None:

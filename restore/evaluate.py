@@ -46,6 +46,7 @@ from restore.chunking import ChunkConfig, chunk_joiner, chunk_text
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
 from restore.faithful_check import check, content_tokens  # the one definition of "content" (punctuation excluded)
+from restore.spans import inserted_words
 from restore.textio import atomic_output, read_data_text
 
 if TYPE_CHECKING:
@@ -346,6 +347,7 @@ def score_outputs(data: EvalData, outputs: Sequence[str]) -> dict:
         scores["documents"] = len(hyp_docs)
         scores["chunk_level_bleu"] = corpus_bleu(outputs, data.targets)
     scores["buckets"] = bucket_scores(data, outputs, exact)
+    scores["inserted_words"] = inserted_words(outputs, data.sources, data.targets)  # restore.spans
     return scores
 
 
@@ -371,7 +373,7 @@ def format_summary(scores: dict, n_items: int, unit: str, documents: int | None 
         f"({f['roundtrip_exact_count']}/{n_items} {unit}{of_docs}), content F1 {f['content_f1']:.2f} "
         f"(P {f['content_precision']:.2f}, R {f['content_recall']:.2f}; stems, punctuation excluded)"
     )
-    return lines
+    return lines + ([scores["inserted_words"]["line"]] if "inserted_words" in scores else [])
 
 
 def _stats_dict(stats: InferStats | None) -> dict | None:

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from restore.batching import budget_batches
 from restore.chunking import (
@@ -131,6 +131,16 @@ class InferStats:
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+class RestoredDocument(NamedTuple):
+    """A restored document, the number of its lines still not faithful after repair (0 without
+    ``faithful``) and what faithfulness did to each of its chunks (``restore.faithful.PASSED``,
+    ``REDECODED`` or ``REPAIRED``; empty without ``faithful``)."""
+
+    text: str
+    unfaithful_lines: int
+    chunk_outcomes: tuple[str, ...] = ()
 
 
 def next_window(chunks: int, seconds: float, largest: int = WINDOW_CHUNKS) -> int:
@@ -257,11 +267,12 @@ class Restorer:
 
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
         """Restored documents, in order (see :meth:`restore_many_checked`)."""
-        return (text for text, _ in self.restore_many_checked(documents))
+        return (restored.text for restored in self.restore_many_checked(documents))
 
-    def restore_many_checked(self, documents: Iterable[str]) -> Iterator[tuple[str, int]]:
+    def restore_many_checked(self, documents: Iterable[str]) -> Iterator[RestoredDocument]:
         """Restored documents, in order, consuming the input lazily in windows of chunks, each with
-        the number of its lines that are still not faithful after repair (0 without ``faithful``).
+        the number of its lines that are still not faithful after repair (0 without ``faithful``)
+        and its chunks' outcomes (:class:`RestoredDocument`).
 
         Windows are sized to take about :data:`FLUSH_SECONDS` each (see :func:`next_window`),
         so finished documents come out at least every few seconds or few hundred chunks.
@@ -288,7 +299,7 @@ class Restorer:
             if ahead is not None:
                 yield from self._finish_drafted(ahead, size)
 
-    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[tuple[str, int]]:
+    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[RestoredDocument]:
         plans, future, started = drafted
         restored = self._restore_window(plans, future.result())
         size.took(plans, time.perf_counter() - started)
@@ -306,24 +317,29 @@ class Restorer:
                 window, chunks = [], 0
         yield window
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[tuple[str, int]]:
-        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[RestoredDocument]:
+        window_outcomes: list[str] = []
+        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts, outcomes=window_outcomes))
+        outcomes = iter(window_outcomes)
         restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
             document = [next(outputs) for _ in chunks]
             if not self.faithful:
-                restored.append((assemble(document, joiners), 0))
+                restored.append(RestoredDocument(assemble(document, joiners), 0))
                 continue
             before = self.stats.faithful.unfaithful_lines
-            restored.append((self.join_lines(chunks, document, joiners), self.stats.faithful.unfaithful_lines - before))
+            decided = [next(outcomes) for _ in chunks]
+            text = self.join_lines(chunks, document, joiners, decided)
+            restored.append(RestoredDocument(text, self.stats.faithful.unfaithful_lines - before, tuple(decided)))
         return restored
 
-    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str]) -> str:
+    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str], outcomes: list[str] | None = None) -> str:
         """A document from its chunk outputs, each line faithful as a whole (restore.faithful.join_faithful).
 
         A line is what a user corrupts as one text: the chunks between line breaks (a chunk
-        that starts a heading stays with the line before it).
+        that starts a heading stays with the line before it). ``outcomes`` (one per chunk, if
+        given) are updated where a junction is re-decoded or repaired.
         """
         lines: list[list[int]] = []
         for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
@@ -331,28 +347,33 @@ class Restorer:
                 lines.append([])
             lines[-1].append(k)
         tidy = [tidy_spaces(output) for output in outputs]
-        return "".join(
-            joiners[line[0]]
-            + join_faithful(
+        text = ""
+        for line in lines:
+            decided = None if outcomes is None else [outcomes[k] for k in line]
+            text += joiners[line[0]] + join_faithful(
                 [chunks[k] for k in line], [tidy[k] for k in line], [""] + [joiners[k] for k in line[1:]],
-                self._beam_candidates, self.surface_forms, self.stats.faithful,
-            )
-            for line in lines
-        )  # fmt: skip
+                self._beam_candidates, self.surface_forms, self.stats.faithful, decided,
+            )  # fmt: skip
+            for k, outcome in zip(line, decided or ()):
+                outcomes[k] = outcome
+        return text
 
     # chunks ---------------------------------------------------------------------------------------
-    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None) -> list[str]:
+    def restore_chunks(
+        self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None, outcomes: list[str] | None = None
+    ) -> list[str]:
         """Restored text of each chunk, in order (the one place chunks become text).
 
         With ``faithful`` (the default) every output is checked to corrupt back to its chunk;
         the failing ones are re-decoded together with a beam of ``faithful_beams`` and the
         first passing hypothesis is taken, else the closest one is repaired (restore.faithful).
-        ``drafts``: the model outputs of :meth:`draft`, when already generated.
+        ``drafts``: the model outputs of :meth:`draft`, when already generated. ``outcomes``
+        (if given) receives each chunk's outcome (restore.faithful.make_faithful).
         """
         outputs = drafts if drafts is not None else self.draft(chunks, num_beams)
         if not self.faithful:
             return outputs
-        return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful)
+        return make_faithful(chunks, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful, outcomes)
 
     def draft(self, chunks: list[str], num_beams: int | None = None) -> list[str]:
         """The model's output for each chunk, before faithfulness (the part that runs on the device)."""
