@@ -505,18 +505,37 @@ def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
     return BACKENDS[backend]
 
 
-def restorer_options(args, model: str | Path | None = None) -> dict:
-    """Keyword arguments of :meth:`Restorer.from_pretrained` from ``restore infer``'s options
-    (a plain dict: Ray actors build their own Restorer from it)."""
+def restorer_settings(
+    model: str | Path | None = None,
+    *,
+    device: str = "auto",
+    batch_tokens: int | None = None,
+    num_beams: int = 1,
+    backend: str = "auto",
+    compute_type: str = "auto",
+    static_cache: bool = False,
+    faithful: bool = True,
+) -> dict:
+    """Keyword arguments of :meth:`Restorer.from_pretrained`, the model resolved (given, else
+    ``$RESTORE_MODEL``, else the shipped one): what ``restore infer``, ``restore serve`` and
+    :func:`restore.load` build a Restorer from (a plain dict: Ray actors build their own from it)."""
     from restore.checkpoint import default_model_dir
 
     return dict(
-        path=str(model or args.model or default_model_dir()),
-        device=args.device,
-        batch_tokens=args.batch_tokens,
-        num_beams=args.num_beams,
-        backend=args.backend,
-        compute_type=args.compute_type,
-        static_cache=args.static_cache,
-        faithful=args.faithful,
+        path=str(model or default_model_dir()),
+        device=device,
+        batch_tokens=batch_tokens,
+        num_beams=num_beams,
+        backend=backend,
+        compute_type=compute_type,
+        static_cache=static_cache,
+        faithful=faithful,
     )
+
+
+def restorer_options(args, model: str | Path | None = None) -> dict:
+    """:func:`restorer_settings` from ``restore infer``'s options."""
+    return restorer_settings(
+        model or args.model, device=args.device, batch_tokens=args.batch_tokens, num_beams=args.num_beams,
+        backend=args.backend, compute_type=args.compute_type, static_cache=args.static_cache, faithful=args.faithful,
+    )  # fmt: skip
