@@ -432,20 +432,12 @@ def engine_record(generator) -> dict:
 
 
 def load_system(
-    *,
-    model: str | os.PathLike | None = None,
-    baseline: str | None = None,
-    lexicon: str | os.PathLike | None = None,
-    device: str = "auto",
-    backend: str = "auto",
-    compute_type: str = "auto",
-    batch_tokens: int | None = None,
-    num_beams: int = 1,
-    faithful: bool = True,
+    *, model: str | os.PathLike | None = None, baseline: str | None = None, lexicon: str | os.PathLike | None = None, **settings
 ) -> System:
     """The ``baseline`` (``identity`` or ``dictionary``, whose lexicon is ``lexicon``, else the
-    model's), or else the ``model`` directory (default: the shipped one) restoring with the
-    given generation settings (as for ``restore infer``; ``compute_type``: CTranslate2's weights)."""
+    model's), or else the ``model`` directory (default: the shipped one) loaded by
+    :func:`restore.load` with ``settings``, ``restore infer``'s options (``device``, ``backend``,
+    ``compute_type``, ``batch_tokens``, ``num_beams``, ``faithful``)."""
     from restore.checkpoint import RESTORE_JSON, default_model_dir, resolve_model
 
     if baseline:
@@ -460,13 +452,10 @@ def load_system(
         restorer = make_baseline(baseline, lexicon_dir)
         return System(restorer, f"baseline:{baseline}", ChunkConfig(), "cpu", {"lexicon": str(lexicon_dir)} if lexicon_dir else None)
     info = resolve_model(model)
+    from restore.api import load
     from restore.device import describe
-    from restore.infer import Restorer
 
-    restorer = Restorer.from_pretrained(
-        info.path, device=device, batch_tokens=batch_tokens, num_beams=num_beams, faithful=faithful, backend=backend,
-        compute_type=compute_type,
-    )  # fmt: skip
+    restorer = load(info.path, **settings).restorer
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
     # The device alone (the threads are the engine's: CTranslate2 runs its own workers, not torch's threads).
     device = describe(restorer.device) if restorer.device.type == "cuda" else restorer.device.type
@@ -553,11 +542,7 @@ def run_eval_cli(args) -> None:
         chunking = resolve_model(args.model).chunking
     # Every data problem (binary, not UTF-8, a bad line) is reported before a model is loaded.
     data = load_eval_data(args.data, args.limit, chunking)
-    if not args.baseline:
-        from restore.device import prepare_model_run
-
-        prepare_model_run()
-    system = load_system(
+    system = load_system(  # a model's process is set up as restore infer's (restore.load)
         model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
         compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, faithful=args.faithful,
     )  # fmt: skip

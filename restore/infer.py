@@ -522,15 +522,9 @@ def restorer_settings(
     from restore.checkpoint import default_model_dir
 
     return dict(
-        path=str(model or default_model_dir()),
-        device=device,
-        batch_tokens=batch_tokens,
-        num_beams=num_beams,
-        backend=backend,
-        compute_type=compute_type,
-        static_cache=static_cache,
-        faithful=faithful,
-    )
+        path=str(model or default_model_dir()), device=device, batch_tokens=batch_tokens, num_beams=num_beams,
+        backend=backend, compute_type=compute_type, static_cache=static_cache, faithful=faithful,
+    )  # fmt: skip
 
 
 def restorer_options(args, model: str | Path | None = None) -> dict:
