@@ -91,3 +91,12 @@ def test_errors_are_restore_errors_or_type_errors(pipeline, tmp_path):
         restore.load(pipeline.path, num_beams=0)
     with pytest.raises(TypeError, match="documents must be str, not bytes"):
         pipeline([b"born 1879 ."])
+
+
+def test_serve_without_its_extra_is_one_line(monkeypatch, capsys, quick_model_dir):
+    from restore.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` now raises ImportError
+    monkeypatch.delitem(sys.modules, "restore.serve", raising=False)
+    assert main(["serve", "--model", str(quick_model_dir)]) == 1
+    assert capsys.readouterr().err == "restore serve: error: restore serve needs FastAPI and uvicorn: pip install 'restore[serve]'\n"
