@@ -1,6 +1,6 @@
 """Turn destroyed English text (lowercased, tokenized, stopwords dropped, stemmed) back into readable prose.
 
-The command line (``restore {corrupt,train,infer,eval,lexicon} ...``) is thin: it parses,
+The command line (``restore {corrupt,train,infer,eval,lexicon,serve} ...``) is thin: it parses,
 checks what it can before anything heavy is imported, sets up threads and logging, calls the
 library and reports. Every error a user can cause is a :class:`RestoreError`, printed as one
 line on stderr with exit status 1; usage errors (unknown flags, wrong types) exit with 2 and
@@ -98,6 +98,9 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     _add_model_options(p)
     p.add_argument("--static-cache", action="store_true",
                    help="static KV cache; on CUDA transformers also compiles the decode step (experimental)")
+    p.add_argument("--spans", action="store_true",
+                   help=".jsonl inputs: add to every record the input token each output word realizes (null: inserted) "
+                   "and each chunk's faithfulness outcome")
     _add_corpus_options(p)
     p.set_defaults(handler=_cmd_infer)
 
@@ -116,6 +119,8 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
     _check_model_options(args)
     if is_corpus_run(args):  # shards in, parquet shards out (restore.corpus; --ray: restore.ray_job)
+        if args.spans:
+            raise RestoreError("--spans applies to .jsonl file inputs written to a .jsonl output, not to shard corpora")
         run_corpus_cli(args)
         return
     if args.source_field is not None or args.ray_actors is not None:
@@ -143,6 +148,55 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     _check_model_options(args)
     run_eval_cli(args)
+
+
+# --- serve -----------------------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: POST /restore, GET /health, a page at / (pip install 'restore[serve]')",
+        description="Serve one loaded model over HTTP (FastAPI + uvicorn); concurrent requests are batched together.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    _add_model_options(p)
+    p.add_argument("--batch-window-ms", type=float, default=10.0,
+                   help="how long a batch waits for more requests to join its first (default: 10)")
+    p.add_argument("--batch-words", type=int, default=1024, help="source words per batch of requests (default: 1024)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="larger request bodies get 413 (default: 1 MiB)")
+    p.add_argument("--max-text-chars", type=int, default=100_000, help="longer texts get 413 (default: 100,000)")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from restore.infer import check_positive
+
+    _check_model_options(args)
+    for option in ("batch_words", "max_request_bytes", "max_text_chars"):
+        check_positive("--" + option.replace("_", "-"), getattr(args, option))
+    if not 0 <= args.port <= 65535 or args.batch_window_ms < 0:
+        raise RestoreError("--port must be 0-65535 and --batch-window-ms at least 0")
+    try:
+        from restore.serve import listening_socket, run_server
+    except ImportError as e:
+        if e.name not in ("fastapi", "uvicorn", "starlette"):
+            raise
+        raise RestoreError("restore serve needs FastAPI and uvicorn: pip install 'restore[serve]'") from None
+    from restore.checkpoint import resolve_model
+
+    model = resolve_model(args.model).path  # checked before the port is taken and torch is imported
+    sock = listening_socket(args.host, args.port)  # a port in use is one line before the model loads
+    from restore.api import load
+
+    try:
+        pipeline = load(model, device=args.device, backend=args.backend, compute_type=args.compute_type,
+                        batch_tokens=args.batch_tokens, quality=args.quality, num_beams=args.num_beams,
+                        length_penalty=args.length_penalty, faithful=args.faithful)  # fmt: skip
+    except BaseException:
+        sock.close()
+        raise
+    run_server(pipeline, sock, window_ms=args.batch_window_ms, batch_words=args.batch_words,
+               max_request_bytes=args.max_request_bytes, max_text_chars=args.max_text_chars)  # fmt: skip
 
 
 # --- lexicon ---------------------------------------------------------------------------------
@@ -173,8 +227,8 @@ def _cmd_lexicon(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="restore", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"restore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{corrupt,train,infer,eval,lexicon}")
-    for add in (_add_corrupt, _add_train, _add_infer, _add_eval, _add_lexicon):
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{corrupt,train,infer,eval,lexicon,serve}")
+    for add in (_add_corrupt, _add_train, _add_infer, _add_eval, _add_lexicon, _add_serve):
         add(sub)
     return parser
 

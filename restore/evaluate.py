@@ -46,6 +46,7 @@ from restore.chunking import ChunkConfig, chunk_joiner, chunk_text
 from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
 from restore.faithful_check import check, content_tokens  # the one definition of "content" (punctuation excluded)
+from restore.spans import inserted_words
 from restore.textio import atomic_output, read_data_text
 
 if TYPE_CHECKING:
@@ -346,6 +347,7 @@ def score_outputs(data: EvalData, outputs: Sequence[str]) -> dict:
         scores["documents"] = len(hyp_docs)
         scores["chunk_level_bleu"] = corpus_bleu(outputs, data.targets)
     scores["buckets"] = bucket_scores(data, outputs, exact)
+    scores["inserted_words"] = inserted_words(outputs, data.sources, data.targets)  # restore.spans
     return scores
 
 
@@ -371,7 +373,7 @@ def format_summary(scores: dict, n_items: int, unit: str, documents: int | None 
         f"({f['roundtrip_exact_count']}/{n_items} {unit}{of_docs}), content F1 {f['content_f1']:.2f} "
         f"(P {f['content_precision']:.2f}, R {f['content_recall']:.2f}; stems, punctuation excluded)"
     )
-    return lines
+    return lines + ([scores["inserted_words"]["line"]] if "inserted_words" in scores else [])
 
 
 def _stats_dict(stats: InferStats | None) -> dict | None:
@@ -430,21 +432,12 @@ def engine_record(generator) -> dict:
 
 
 def load_system(
-    *,
-    model: str | os.PathLike | None = None,
-    baseline: str | None = None,
-    lexicon: str | os.PathLike | None = None,
-    device: str = "auto",
-    backend: str = "auto",
-    compute_type: str = "auto",
-    batch_tokens: int | None = None,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
-    faithful: bool = True,
+    *, model: str | os.PathLike | None = None, baseline: str | None = None, lexicon: str | os.PathLike | None = None, **settings
 ) -> System:
     """The ``baseline`` (``identity`` or ``dictionary``, whose lexicon is ``lexicon``, else the
-    model's), or else the ``model`` directory (default: the shipped one) restoring with the
-    given generation settings (as for ``restore infer``; ``compute_type``: CTranslate2's weights)."""
+    model's), or else the ``model`` directory (default: the shipped one) loaded by
+    :func:`restore.load` with ``settings``, ``restore infer``'s options (``device``, ``backend``,
+    ``compute_type``, ``batch_tokens``, ``quality``, ``num_beams``, ``length_penalty``, ``faithful``)."""
     from restore.checkpoint import RESTORE_JSON, default_model_dir, resolve_model
 
     if baseline:
@@ -459,13 +452,10 @@ def load_system(
         restorer = make_baseline(baseline, lexicon_dir)
         return System(restorer, f"baseline:{baseline}", ChunkConfig(), "cpu", {"lexicon": str(lexicon_dir)} if lexicon_dir else None)
     info = resolve_model(model)
+    from restore.api import load
     from restore.device import describe
-    from restore.infer import Restorer
 
-    restorer = Restorer.from_pretrained(
-        info.path, device=device, batch_tokens=batch_tokens, num_beams=num_beams, length_penalty=length_penalty,
-        faithful=faithful, backend=backend, compute_type=compute_type,
-    )  # fmt: skip
+    restorer = load(info.path, **settings).restorer
     restore_json = json.loads((info.path / RESTORE_JSON).read_text(encoding="utf-8"))
     # The device alone (the threads are the engine's: CTranslate2 runs its own workers, not torch's threads).
     device = describe(restorer.device) if restorer.device.type == "cuda" else restorer.device.type
@@ -552,14 +542,10 @@ def run_eval_cli(args) -> None:
         chunking = resolve_model(args.model).chunking
     # Every data problem (binary, not UTF-8, a bad line) is reported before a model is loaded.
     data = load_eval_data(args.data, args.limit, chunking)
-    if not args.baseline:
-        from restore.device import prepare_model_run
-
-        prepare_model_run()
-    system = load_system(
+    system = load_system(  # a model's process is set up as restore infer's (restore.load)
         model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
-        compute_type=args.compute_type, batch_tokens=args.batch_tokens, num_beams=args.num_beams, length_penalty=args.length_penalty,
-        faithful=args.faithful,
+        compute_type=args.compute_type, batch_tokens=args.batch_tokens, quality=args.quality, num_beams=args.num_beams,
+        length_penalty=args.length_penalty, faithful=args.faithful,
     )  # fmt: skip
     outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
     scores = score_outputs(data, outputs)

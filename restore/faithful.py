@@ -91,6 +91,11 @@ class FaithfulStats:
 
 Redecoder = Callable[[list[str]], list[list[str]]]
 
+# What happened to a chunk (``outcomes`` of make_faithful and join_faithful; restore.spans reports them):
+PASSED = "passed"  # its output corrupted back to its source as generated
+REDECODED = "redecoded"  # a beam re-decode (of it, or of a failing junction around it) passed
+REPAIRED = "repaired"  # none passed: the text was edited (restore.repair)
+
 
 def make_faithful(
     sources: Sequence[str],
@@ -98,13 +103,15 @@ def make_faithful(
     redecode: Redecoder | None = None,
     lexicon: Lexicon | SurfaceForms | None = None,
     stats: FaithfulStats | None = None,
+    outcomes: list[str] | None = None,
 ) -> list[str]:
     """Faithful versions of ``outputs`` (one per source chunk, same order).
 
     Passing outputs are kept. The failing chunks are re-decoded in ONE call,
     ``redecode(failing_sources) -> [hypotheses per source, best first]`` (e.g. a beam of 4),
     and the first passing hypothesis is taken; if none passes, the closest of the output and
-    the hypotheses is repaired. ``stats`` (if given) is updated.
+    the hypotheses is repaired. ``stats`` (if given) is updated; ``outcomes`` (if given) is
+    extended with each chunk's outcome (:data:`PASSED`, :data:`REDECODED` or :data:`REPAIRED`).
 
     >>> stats = FaithfulStats()
     >>> beams = lambda srcs: [["Born in 1879.", "Born in 1880."] for _ in srcs]
@@ -120,9 +127,11 @@ def make_faithful(
     failing = [i for i, (out, src) in enumerate(zip(outputs, sources)) if not check(out, src)]
     stats.chunks += len(outputs)
     stats.failed_greedy += len(failing)
+    decided = [PASSED] * len(outputs)
     beams = redecode([sources[i] for i in failing]) if redecode and failing else [[] for _ in failing]
     for i, hypotheses in zip(failing, beams):
         chosen = choose_faithful(hypotheses, sources[i])
+        decided[i] = REDECODED if chosen is not None else REPAIRED
         if chosen is not None:
             stats.fixed_by_beam += 1
             result[i] = chosen
@@ -132,6 +141,8 @@ def make_faithful(
         if not check(result[i], sources[i]):
             stats.still_unfaithful_exact += 1
             stats.still_unfaithful_content += not check_content(result[i], sources[i])
+    if outcomes is not None:
+        outcomes.extend(decided)
     return result
 
 
@@ -148,6 +159,7 @@ def join_faithful(
     redecode: Redecoder | None = None,
     lexicon: Lexicon | SurfaceForms | None = None,
     stats: FaithfulStats | None = None,
+    outcomes: list[str] | None = None,
 ) -> str:
     """One line's text from its chunk outputs (each faithful alone), faithful as a whole.
 
@@ -156,6 +168,7 @@ def join_faithful(
     re-decoded together (``redecode``, one call; the first passing hypothesis wins), else a
     sentence opener is put in where a sentence starts with punctuation, else the joined text
     of the two is repaired. A line still unfaithful is repaired as a whole (last resort).
+    ``outcomes`` (if given: one per chunk of the line) marks the chunks changed here.
 
     >>> sources = ["plagu reach crimea 1346 .", ", probabl carri flea"]
     >>> outputs = ["The plague reached Crimea in 1346.", ", Probably carried by fleas"]
@@ -188,6 +201,7 @@ def join_faithful(
         joined = units[span[0]] + "".join(joiners[i] + outputs[i] for i in span[1:])
         chosen = choose_faithful(hypotheses, span_source)
         junctions = len(span) - 1
+        _mark(outcomes, span, REDECODED if chosen is not None else REPAIRED)
         if chosen is not None:
             stats.junctions_fixed_by_beam += junctions
         else:
@@ -199,9 +213,19 @@ def join_faithful(
             units[i] = None
     text = "".join(j + u for j, u in zip(joiners, units) if u is not None)
     if not check(text, source):
-        text = repair(text, source, forms)
+        repaired = repair(text, source, forms)
+        if repaired != text:
+            _mark(outcomes, range(len(outputs)), REPAIRED)
+        text = repaired
         stats.unfaithful_lines += not check(text, source)
     return text
+
+
+def _mark(outcomes: list[str] | None, chunks: Sequence[int], outcome: str) -> None:
+    """Record ``outcome`` for ``chunks`` (a repair outranks a re-decode)."""
+    for k in chunks if outcomes is not None else ():
+        if outcomes[k] != REPAIRED:
+            outcomes[k] = outcome
 
 
 def _open_sentences(

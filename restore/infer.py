@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from restore.batching import budget_batches
 from restore.chunking import (
@@ -131,6 +131,16 @@ class InferStats:
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+class RestoredDocument(NamedTuple):
+    """A restored document, the number of its lines still not faithful after repair (0 without
+    ``faithful``) and what faithfulness did to each of its chunks (``restore.faithful.PASSED``,
+    ``REDECODED`` or ``REPAIRED``; empty without ``faithful``)."""
+
+    text: str
+    unfaithful_lines: int
+    chunk_outcomes: tuple[str, ...] = ()
 
 
 def next_window(chunks: int, seconds: float, largest: int = WINDOW_CHUNKS) -> int:
@@ -265,11 +275,12 @@ class Restorer:
 
     def restore_many(self, documents: Iterable[str]) -> Iterator[str]:
         """Restored documents, in order (see :meth:`restore_many_checked`)."""
-        return (text for text, _ in self.restore_many_checked(documents))
+        return (restored.text for restored in self.restore_many_checked(documents))
 
-    def restore_many_checked(self, documents: Iterable[str]) -> Iterator[tuple[str, int]]:
+    def restore_many_checked(self, documents: Iterable[str]) -> Iterator[RestoredDocument]:
         """Restored documents, in order, consuming the input lazily in windows of chunks, each with
-        the number of its lines that are still not faithful after repair (0 without ``faithful``).
+        the number of its lines that are still not faithful after repair (0 without ``faithful``)
+        and its chunks' outcomes (:class:`RestoredDocument`).
 
         Windows are sized to take about :data:`FLUSH_SECONDS` each (see :func:`next_window`),
         so finished documents come out at least every few seconds or few hundred chunks.
@@ -296,7 +307,7 @@ class Restorer:
             if ahead is not None:
                 yield from self._finish_drafted(ahead, size)
 
-    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[tuple[str, int]]:
+    def _finish_drafted(self, drafted: tuple, size: "_WindowSize") -> list[RestoredDocument]:
         plans, future, started = drafted
         restored = self._restore_window(plans, future.result())
         size.took(plans, time.perf_counter() - started)
@@ -314,24 +325,29 @@ class Restorer:
                 window, chunks = [], 0
         yield window
 
-    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[list[str]] | None = None) -> list[tuple[str, int]]:
-        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
+    def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[list[str]] | None = None) -> list[RestoredDocument]:
+        window_outcomes: list[str] = []
+        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts, outcomes=window_outcomes))
+        outcomes = iter(window_outcomes)
         restored = []
         for chunks, joiners in plans:
             self.stats.documents += 1
             document = [next(outputs) for _ in chunks]
             if not self.faithful:
-                restored.append((assemble(document, joiners), 0))
+                restored.append(RestoredDocument(assemble(document, joiners), 0))
                 continue
             before = self.stats.faithful.unfaithful_lines
-            restored.append((self.join_lines(chunks, document, joiners), self.stats.faithful.unfaithful_lines - before))
+            decided = [next(outcomes) for _ in chunks]
+            text = self.join_lines(chunks, document, joiners, decided)
+            restored.append(RestoredDocument(text, self.stats.faithful.unfaithful_lines - before, tuple(decided)))
         return restored
 
-    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str]) -> str:
+    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str], outcomes: list[str] | None = None) -> str:
         """A document from its chunk outputs, each line faithful as a whole (restore.faithful.join_faithful).
 
         A line is what a user corrupts as one text: the chunks between line breaks (a chunk
-        that starts a heading stays with the line before it).
+        that starts a heading stays with the line before it). ``outcomes`` (one per chunk, if
+        given) are updated where a junction is re-decoded or repaired.
         """
         lines: list[list[int]] = []
         for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
@@ -339,17 +355,21 @@ class Restorer:
                 lines.append([])
             lines[-1].append(k)
         tidy = [tidy_spaces(output) for output in outputs]
-        return "".join(
-            joiners[line[0]]
-            + join_faithful(
+        text = ""
+        for line in lines:
+            decided = None if outcomes is None else [outcomes[k] for k in line]
+            text += joiners[line[0]] + join_faithful(
                 [chunks[k] for k in line], [tidy[k] for k in line], [""] + [joiners[k] for k in line[1:]],
-                self._beam_candidates, self.surface_forms, self.stats.faithful,
-            )
-            for line in lines
-        )  # fmt: skip
+                self._beam_candidates, self.surface_forms, self.stats.faithful, decided,
+            )  # fmt: skip
+            for k, outcome in zip(line, decided or ()):
+                outcomes[k] = outcome
+        return text
 
     # chunks ---------------------------------------------------------------------------------------
-    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[list[str]] | None = None) -> list[str]:
+    def restore_chunks(
+        self, chunks: list[str], num_beams: int | None = None, drafts: list[list[str]] | None = None, outcomes: list[str] | None = None
+    ) -> list[str]:
         """Restored text of each chunk, in order (the one place chunks become text).
 
         With ``faithful`` (the default) every output is checked to corrupt back to its chunk,
@@ -357,7 +377,8 @@ class Restorer:
         ``faithful_beams`` keeps all its hypotheses and the first that passes wins; after a
         smaller one (greedy), the failing chunks are re-decoded together with a beam of
         ``faithful_beams``. Where none passes, the closest one is repaired (restore.faithful).
-        ``drafts``: the candidates of :meth:`draft`, when already generated.
+        ``drafts``: the candidates of :meth:`draft`, when already generated. ``outcomes``
+        (if given) receives each chunk's outcome (restore.faithful.make_faithful).
         """
         candidates = drafts if drafts is not None else self.draft(chunks, num_beams)
         outputs = [hypotheses[0] for hypotheses in candidates]
@@ -367,7 +388,7 @@ class Restorer:
         if candidates and len(candidates[0]) >= self.faithful_beams:
             known = dict(zip(chunks, candidates))
             redecode = lambda failing: [known[chunk] for chunk in failing]  # noqa: E731 - the beam's own hypotheses
-        return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful)
+        return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful, outcomes)
 
     def draft(self, chunks: list[str], num_beams: int | None = None) -> list[list[str]]:
         """The model's candidates for each chunk, best first, before faithfulness (the part that
@@ -536,19 +557,38 @@ def decoding_for(quality: str = DEFAULT_QUALITY, num_beams: int | None = None, l
     return decoding
 
 
-def restorer_options(args, model: str | Path | None = None) -> dict:
-    """Keyword arguments of :meth:`Restorer.from_pretrained` from ``restore infer``'s options
-    (a plain dict: Ray actors build their own Restorer from it)."""
+def restorer_settings(
+    model: str | Path | None = None,
+    *,
+    device: str = "auto",
+    batch_tokens: int | None = None,
+    quality: str = DEFAULT_QUALITY,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
+    backend: str = "auto",
+    compute_type: str = "auto",
+    static_cache: bool = False,
+    faithful: bool = True,
+) -> dict:
+    """Keyword arguments of :meth:`Restorer.from_pretrained`, the model resolved (given, else
+    ``$RESTORE_MODEL``, else the shipped one) and the decoding resolved (:func:`decoding_for`:
+    the ``quality`` preset, ``num_beams``/``length_penalty`` given explicitly winning): what
+    ``restore infer``, ``restore serve`` and :func:`restore.load` build a Restorer from (a plain
+    dict: Ray actors build their own from it)."""
     from restore.checkpoint import default_model_dir
 
+    decoding = decoding_for(quality, num_beams, length_penalty)
     return dict(
-        path=str(model or args.model or default_model_dir()),
-        device=args.device,
-        batch_tokens=args.batch_tokens,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        backend=args.backend,
-        compute_type=args.compute_type,
-        static_cache=args.static_cache,
-        faithful=args.faithful,
-    )
+        path=str(model or default_model_dir()), device=device, batch_tokens=batch_tokens, num_beams=decoding.num_beams,
+        length_penalty=decoding.length_penalty, backend=backend, compute_type=compute_type, static_cache=static_cache,
+        faithful=faithful,
+    )  # fmt: skip
+
+
+def restorer_options(args, model: str | Path | None = None) -> dict:
+    """:func:`restorer_settings` from ``restore infer``'s options."""
+    return restorer_settings(
+        model or args.model, device=args.device, batch_tokens=args.batch_tokens, quality=args.quality,
+        num_beams=args.num_beams, length_penalty=args.length_penalty, backend=args.backend,
+        compute_type=args.compute_type, static_cache=args.static_cache, faithful=args.faithful,
+    )  # fmt: skip

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from restore.errors import RestoreError
-from restore.infer import InferStats, Restorer, restorer_options
+from restore.infer import InferStats, RestoredDocument, Restorer, restorer_options
 
 
 def run_infer_cli(args) -> None:
@@ -47,6 +47,8 @@ def run_infer_cli(args) -> None:
     jsonl = [is_jsonl(p) for p in inputs]
     if any(jsonl) and not all(jsonl):
         raise RestoreError("cannot mix .jsonl and text inputs in one run")
+    if args.spans and not all(jsonl):
+        raise RestoreError("--spans needs .jsonl inputs (the spans go into each output record)")
     records = _read_records(inputs) if all(jsonl) else None  # validate every record before loading the model
     read_ahead = _check_text_inputs(inputs) if records is None else {}  # binary or non-UTF-8: before the model too
     model = resolve_model(args.model).path  # checked before torch is imported
@@ -56,7 +58,7 @@ def run_infer_cli(args) -> None:
         loaded = time.perf_counter()
         with _ProgressBar(restorer, total=len(records) if records is not None else len(inputs)) as bar:
             if records is not None:
-                _infer_jsonl(restorer, records, args.output, bar)
+                _infer_jsonl(restorer, records, args.output, bar, args.spans)
             else:
                 _infer_text(restorer, inputs, args.output, bar, read_ahead)
     print(summary_line(restorer, time.perf_counter() - loaded, time.perf_counter() - started), file=sys.stderr)
@@ -128,43 +130,54 @@ def _infer_text(restorer: Restorer, inputs: list[str], output: str, bar, read: d
             out.write("\n")
 
 
-def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar) -> None:
+def _infer_jsonl(restorer: Restorer, records: list[dict], output: str, bar, spans: bool = False) -> None:
     from restore.textio import STDIO, dump_jsonl_line, partial_path, resumable_jsonl_output
 
+    chunking = restorer.chunking if spans else None
     if output in (None, STDIO):
         for record, restored in zip(records, restorer.restore_many_checked(r["source"] for r in records), strict=True):
-            sys.stdout.write(dump_jsonl_line(_restored_record(record, *restored, restorer.faithful)))
+            sys.stdout.write(dump_jsonl_line(_restored_record(record, restored, restorer.faithful, chunking)))
             sys.stdout.flush()
             bar.update(1)
         return
     with resumable_jsonl_output(output) as (out, done):
-        _check_resumable(done, records, partial_path(output))
+        _check_resumable(done, records, partial_path(output), spans)
         bar.update(len(done))
         todo = records[len(done) :]
         for record, restored in zip(todo, restorer.restore_many_checked(r["source"] for r in todo), strict=True):
-            out.write(dump_jsonl_line(_restored_record(record, *restored, restorer.faithful)))
+            out.write(dump_jsonl_line(_restored_record(record, restored, restorer.faithful, chunking)))
             out.flush()  # a record is either whole in the .part file or missing
             bar.update(1)
 
 
-# Fields a .jsonl run adds to each record: the restoration and, with faithfulness on, whether it is faithful.
-ADDED_FIELDS = ("restored", "faithful")
+# Fields a .jsonl run adds to each record: the restoration, with faithfulness on whether it is
+# faithful, and with --spans its words' spans and its chunks' outcomes (restore.spans).
+ADDED_FIELDS = ("restored", "faithful", "spans", "chunks")
 
 
-def _restored_record(record: dict, restored: str, unfaithful_lines: int, checked: bool) -> dict:
+def _restored_record(record: dict, restored: RestoredDocument, checked: bool, chunking=None) -> dict:
     """An output record: the input's fields, ``restored`` and, when faithfulness was checked,
-    ``faithful``: whether every line of ``restored`` corrupts back to its line of ``source``.
+    ``faithful``: whether every line of ``restored`` corrupts back to its line of ``source``;
+    with ``chunking`` (``--spans``), ``spans`` and ``chunks`` (:mod:`restore.spans`).
 
-    >>> _restored_record({"id": 7, "source": "born 1879 ."}, "Born in 1879.", 0, True)
+    >>> _restored_record({"id": 7, "source": "born 1879 ."}, RestoredDocument("Born in 1879.", 0), True)
     {'id': 7, 'source': 'born 1879 .', 'restored': 'Born in 1879.', 'faithful': True}
     """
-    return {**record, "restored": restored, **({"faithful": unfaithful_lines == 0} if checked else {})}
+    result = {**record, "restored": restored.text, **({"faithful": restored.unfaithful_lines == 0} if checked else {})}
+    if chunking is not None:
+        from restore.spans import chunk_spans, restored_spans
+
+        result["spans"] = [span.as_dict() for span in restored_spans(restored.text, record["source"])]
+        result["chunks"] = [chunk.as_dict() for chunk in chunk_spans(record["source"], chunking, restored.chunk_outcomes)]
+    return result
 
 
-def _check_resumable(done: list[dict], records: list[dict], part: Path) -> None:
-    """The records of an interrupted run must be the first inputs, restored (else refuse to mix)."""
+def _check_resumable(done: list[dict], records: list[dict], part: Path, spans: bool = False) -> None:
+    """The records of an interrupted run must be the first inputs, restored the same way (else refuse to mix)."""
     if len(done) > len(records):
         raise RestoreError(f"{part}: has more records than the input; delete it to start over")
+    if done and ("spans" in done[0]) != spans:
+        raise RestoreError(f"{part}: was written {'without' if spans else 'with'} --spans; rerun it as it was, or delete it to start over")
     for k, (old, new) in enumerate(zip(done, records), 1):
         if {key: value for key, value in old.items() if key not in ADDED_FIELDS} != {
             key: value for key, value in new.items() if key not in ADDED_FIELDS

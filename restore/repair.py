@@ -89,6 +89,27 @@ def _words(text: str) -> tuple[list[_Word], str]:
     return words, text[pos:]
 
 
+def located_words(text: str) -> list[tuple[int, int, str | None]] | None:
+    """Every word token of ``text`` as :func:`restore.corrupt.corrupt` sees it, where it is written:
+    ``(start, end, stem)``, the stem ``None`` for a stopword (:mod:`restore.spans` aligns these).
+    ``None`` if a token cannot be found in the text (never seen; :func:`repair` rebuilds then).
+
+    >>> text = "He didn't say (no)."
+    >>> [(text[a:b], stem_) for a, b, stem_ in located_words(text)]
+    [('He', None), ('did', None), ("n't", "n't"), ('say', 'say'), ('(', '('), ('no', None), (')', ')'), ('.', '.')]
+    """
+    try:
+        words, _ = _words(text)
+    except _Unlocatable:
+        return None
+    located, pos = [], 0
+    for word in words:
+        start = pos + len(word.gap)
+        pos = start + len(word.text)
+        located.append((start, pos, word.stem))
+    return located
+
+
 # --- editing ---------------------------------------------------------------------------------
 def _kind(token: str) -> str:
     if token in _ATTACH_LEFT or token.lower() in CLITICS or (len(token) > 1 and set(token) == {"."}):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+EOS = 3  # the tiny model's </s> id
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +57,25 @@ def tiny_model_dir(tmp_path_factory, wiki_texts) -> Path:
     tokenizer.save_pretrained(out)
     Lexicon.build(wiki_texts).save(out)
     write_restore_json(out, ChunkConfig(max_source_words=16), training={"note": "random weights (test fixture)"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def quick_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model made to end every output at once (a large ``</s>`` bias): quick and
+    deterministic, and every chunk goes through the faithfulness repair."""
+    from restore.model import load_pretrained
+
+    import torch
+
+    out = tmp_path_factory.mktemp("quick_model")
+    for path in tiny_model_dir.iterdir():
+        if path.is_file():
+            shutil.copy(path, out / path.name)
+    model = load_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.final_logits_bias[0, EOS] = 50.0
+    model.save_pretrained(out)
     return out
 
 

@@ -228,7 +228,10 @@ def test_cli_identity_report(tmp_path, capsys, pairs_file):
     assert lines[1].startswith("chrF2|nrefs:1|case:mixed|")
     assert lines[2].startswith("BLEU|nrefs:1|case:lc|")
     assert lines[3].startswith("faithfulness|") and "round-trip exact" in lines[3]
+    assert lines[4].startswith("inserted words: ") and "(reference " in lines[4]  # restore.spans
     payload = json.loads(report.read_text(encoding="utf-8"))
+    inserted = payload["scores"]["inserted_words"]
+    assert inserted["line"] == lines[4] and inserted["reference"] > inserted["output"]  # the identity inserts nothing
     assert payload["system"] == "baseline:identity" and payload["data"]["kind"] == "pairs"
     assert payload["scores"]["bleu"]["line"] == lines[0] and payload["summary"] == lines
     assert payload["timings"]["items_per_s"] > 0 and payload["buckets"]
@@ -243,7 +246,9 @@ def test_cli_sources_only_reports_faithfulness(tmp_path, capsys, wiki_texts):
     seeds.write_text("\n".join(corrupt(t) for t in wiki_texts[:3]) + "\n", encoding="utf-8")
     code, out, err = run_cli(capsys, "--baseline", "identity", "--data", str(seeds))
     assert code == 0, err
-    assert len(out.splitlines()) == 1 and out.startswith("faithfulness|")
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("faithfulness|")
+    assert lines[1].startswith("inserted words: ") and "reference" not in lines[1]  # no references to compare with
     n_chunks = sum(len(chunk_text(corrupt(t), ChunkConfig())) for t in wiki_texts[:3])
     assert f"/{n_chunks} chunks of 3 documents)" in out
 

@@ -536,3 +536,10 @@ def test_quality_presets_and_explicit_options():
     assert settings("--length-penalty", "2") == ("best", best.num_beams, 2.0)
     with pytest.raises(RestoreError, match="--length-penalty must be positive"):
         decoding_for("best", length_penalty=0)
+    import inspect
+
+    from restore.api import load
+    from restore.infer import DEFAULT_QUALITY, restorer_settings
+
+    assert inspect.signature(load).parameters["quality"].default == DEFAULT_QUALITY  # the Python API decodes as the CLI
+    assert inspect.signature(restorer_settings).parameters["quality"].default == DEFAULT_QUALITY

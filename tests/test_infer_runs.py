@@ -24,29 +24,10 @@ from restore.cli import main
 from restore.corrupt import corrupt
 from restore.textio import lock_path, output_lock, partial_path, stale_temp_files
 
-EOS = 3
-
 
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     """The in-process runs use one torch thread, like the killed runs (OMP_NUM_THREADS=1)."""
-
-
-@pytest.fixture(scope="module")
-def quick_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    from restore.model import load_pretrained
-
-    import torch
-
-    out = tmp_path_factory.mktemp("quick_model")
-    for path in tiny_model_dir.iterdir():
-        if path.is_file():
-            shutil.copy(path, out / path.name)
-    model = load_pretrained(tiny_model_dir)
-    with torch.no_grad():
-        model.final_logits_bias[0, EOS] = 50.0
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ def test_the_wheel_carries_the_shipped_model_and_requires_ctranslate2(wheel):
     assert "restore/models/restore-small/README.md" in names
     assert not any("ctranslate2-" in n for n in names)  # a local conversion never ships
     assert "restore/resources/punkt_english/sent_starters.txt" in names
+    assert "restore/static/index.html" in names  # restore serve's page
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: ctranslate2")]
     assert any("sys_platform == \"linux\"" in line and "extra" not in line for line in requires), requires
 
