@@ -4,7 +4,7 @@
 state of a resumed run); :meth:`Trainer.run` trains until ``max_steps`` (or a stop, a time
 limit), evaluating (:mod:`restore.train_eval`), saving checkpoints and exporting the model
 directory (:func:`restore.checkpoint.export_model`) along the way. Every step takes the same
-batches on every rank (:func:`restore.token_ids.token_batches`, fixed by the seed and the
+batches on every rank (:func:`restore.mix.epoch_batches`, fixed by the seed and the
 epoch), so a resumed run continues exactly where the checkpoint left it.
 """
 
@@ -31,8 +31,9 @@ from restore.config import ExperimentConfig, portable_config_dict, portable_path
 from restore.progress import show_progress
 from restore.device import describe
 from restore.errors import RestoreError
+from restore.mix import Mix, epoch_batches
 from restore.model import count_parameters
-from restore.token_ids import IGNORE_INDEX, TokenizedPairs, to_device, token_batches
+from restore.token_ids import IGNORE_INDEX, TokenizedPairs, to_device
 from restore.train_eval import dev_bleu, dev_loss
 
 
@@ -103,6 +104,7 @@ class Trainer:
     pairs: dict  # how the train/dev pairs were prepared (for restore.json)
     stages: "Stages"
     session_start: float  # perf_counter() when setup began: wall time includes the setup
+    mix: Mix | None = None  # the corpora of train_set and what each epoch draws from them (None: every pair once)
 
     def __post_init__(self) -> None:
         self.cfg = self.config.train
@@ -139,7 +141,7 @@ class Trainer:
         self.bar = bar
         self.model.train()
         while self.state.step < self.end_step:
-            batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
+            batches = epoch_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch, self.mix)
             per_step = self.world * self.cfg.grad_accum
             steps_in_epoch = len(batches) // per_step
             if not steps_in_epoch:
@@ -361,7 +363,7 @@ class Trainer:
             "precision": "bf16 autocast" if self.accelerator.mixed_precision == "bf16" else "fp32",
             "saved_dtype": self.cfg.save_dtype,
             "parameters": count_parameters(self.raw_model),
-            "data": {split: _portable_stats(stats) for split, stats in self.pairs.items()},
+            "data": {**{split: _portable_stats(stats) for split, stats in self.pairs.items()}, "corpora": self.mix.record() if self.mix else None},
             "train_pairs_encoded": len(self.train_set),
             "dev": metrics,
             "history": self.state.history,
@@ -380,7 +382,7 @@ class Trainer:
         return info
 
     def _steps_per_epoch(self) -> int:
-        batches = token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch)
+        batches = epoch_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, self.state.epoch, self.mix)
         return len(batches) // (self.world * self.cfg.grad_accum)
 
 
