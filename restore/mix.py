@@ -14,13 +14,13 @@ cached per corpus), so changing a weight prepares nothing again.
 **What a weight means.** An epoch has as many training pairs as all corpora hold together
 (``N``, the pairs encoded). A corpus of weight ``w`` (weights normalised to sum to 1) provides
 ``round(w * N)`` of them (:func:`epoch_shares`): fewer than it holds (down-sampled) or more
-(up-sampled, its pairs repeated). The pairs of a corpus are taken from a stream of
-permutations of it, drawn with the run's seed (:func:`corpus_draw`): epoch ``e`` takes the next
-``share`` pairs of the stream, so a down-sampled corpus shows different pairs every epoch and
-every pair once before any twice, and an up-sampled one shows each pair ``share // n`` or one
-more times per epoch. A single corpus (or a mix whose shares equal the corpora's sizes) uses
-every pair once per epoch. The same (seed, epoch) always gives the same pairs, so ``--resume``
-continues exactly.
+(up-sampled, its pairs repeated). A corpus of ``n`` pairs whose share is ``s`` gives every
+epoch ``s // n`` copies of each of its pairs and ``s % n`` more, the next ones of a cycle
+through it in an order drawn with the run's seed (:func:`corpus_draw`): a down-sampled corpus shows
+different pairs every epoch, every pair once before any twice, and an up-sampled one each pair
+``s // n`` or one more times per epoch. A single corpus (or a mix whose shares equal the
+corpora's sizes) uses every pair once per epoch. The same (seed, epoch) always gives the same
+pairs, so ``--resume`` continues exactly.
 
 The lexicon's and the tokenizer's samples follow the weights too (:func:`weighted_sample`), and
 the dev set used during training takes from each corpus's dev pairs in the same proportions
@@ -121,23 +121,22 @@ def dev_shares(sizes: Sequence[int], weights: Sequence[float]) -> list[int]:
 
 
 # --- draws (pure, deterministic) -------------------------------------------------------------
-def corpus_draw(n: int, count: int, seed: int, stream: int, start: int) -> np.ndarray:
-    """Pairs ``start`` to ``start + count`` of a corpus of ``n`` pairs' endless stream of
-    permutations (pass ``p`` is a permutation drawn with ``(seed, stream, p)``).
+def corpus_draw(n: int, share: int, seed: int, stream: int, epoch: int) -> np.ndarray:
+    """The ``share`` pairs that a corpus of ``n`` pairs gives to ``epoch``: ``share // n`` copies of
+    every pair, and ``share % n`` more, the next ones of a cycle through the corpus in an order
+    drawn with ``(seed, stream)``: epoch ``e`` takes positions ``e * r`` to ``(e + 1) * r``
+    (modulo ``n``) of the cycle, so no pair comes twice in those and each once before any twice.
 
-    >>> a, b = corpus_draw(5, 3, 0, 0, 0), corpus_draw(5, 3, 0, 0, 3)
-    >>> sorted(np.concatenate([a, b[:2]]).tolist())  # the first pass: every pair once
+    >>> epochs = [corpus_draw(5, 3, seed=0, stream=0, epoch=e) for e in range(2)]
+    >>> sorted(np.concatenate(epochs)[:5].tolist())  # down-sampled: every pair once before any twice
     [0, 1, 2, 3, 4]
-    >>> sorted(np.bincount(corpus_draw(4, 10, 0, 0, 0), minlength=4).tolist())  # up-sampled: 2 or 3 times each
+    >>> sorted(np.bincount(corpus_draw(4, 10, 0, 0, epoch=3), minlength=4).tolist())  # up-sampled: 2 or 3 times each
     [2, 2, 3, 3]
     """
-    positions = np.arange(start, start + count, dtype=np.int64)
-    passes = positions // n
-    out = np.empty(count, dtype=np.int64)
-    for p in np.unique(passes):
-        here = passes == p
-        out[here] = np.random.default_rng([seed, 17, stream, int(p)]).permutation(n)[positions[here] % n]
-    return out
+    full, rest = divmod(share, n)
+    order = np.random.default_rng([seed, 17, stream]).permutation(n)
+    more = order[(epoch * rest + np.arange(rest, dtype=np.int64)) % n]
+    return np.concatenate([np.tile(np.arange(n, dtype=np.int64), full), more])
 
 
 def weighted_sample(sizes: Sequence[int], weights: Sequence[float], count: int, seed: int) -> np.ndarray:
@@ -193,7 +192,7 @@ class Mix:
             return None
         offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         return np.concatenate([
-            offsets[i] + corpus_draw(n, share, seed, i, epoch * share) for i, (n, share) in enumerate(zip(self.sizes, shares)) if share
+            offsets[i] + corpus_draw(n, share, seed, i, epoch) for i, (n, share) in enumerate(zip(self.sizes, shares)) if share
         ])  # fmt: skip
 
     def record(self) -> list[dict]:
