@@ -9,9 +9,11 @@
 #   python scripts/gpu/carry_data.py --config configs/small.yaml --to .data --also .whl   # copies, measures, fails over 64 MiB
 # (.data/wiki/{train,dev}/ and .data/prose/{train,dev}/: the files of each corpus of the config.)
 # Run there:   bash scripts/gpu/train_small.sh       (carry [".data", ".whl"], timeout_s 600)
-# Dry run on the CPU (tiny model on the carried mix: its first articles, a 5-minute call, 100 pairs per domain):
-#   OUT=/tmp/out WHEELS=/nonexistent CONFIG=configs/tiny.yaml TOTAL_SECONDS=300 \
-#     EVAL_LIMIT=100 PYTHON=.venv/bin/python bash scripts/gpu/train_small.sh
+# Dry run on the CPU (tiny model on the carried mix: its first articles; an 8-minute call, most of it
+# for the evaluation: an untrained model fails every chunk, and each is re-decoded with beams and repaired):
+#   rm -rf /tmp/restore-dry*; mkdir -p /tmp/out && OUT=/tmp/out RUN=/tmp/restore-dry WHEELS=/nonexistent \
+#     CONFIG=configs/tiny.yaml BATCH_TOKENS=8192 TOTAL_SECONDS=480 EVAL_SECONDS=300 EVAL_LIMIT=30 \
+#     PYTHON=.venv/bin/python bash scripts/gpu/train_small.sh
 #
 # Data: every folder $DATA/NAME/ (default .data) replaces the files of the config's corpus NAME
 # (data.corpora.NAME.train_files = $DATA/NAME/train/*, dev_files = $DATA/NAME/dev/*); the weights
@@ -40,7 +42,8 @@ PYTHON=${PYTHON:-python3}
 TOTAL_SECONDS=${TOTAL_SECONDS:-575}   # the device call's 600 s, less a margin for the copy back
 EVAL_SECONDS=${EVAL_SECONDS:-75}      # kept after training for the two evaluations on test and prose-test
 EVAL_LIMIT=${EVAL_LIMIT:-}            # evaluate the first N pairs of each domain only (dry runs)
-RUN=${RUN:-/tmp/restore-run}
+RUN=${RUN:-/tmp/restore-run}            # the run's output; its reports go to $RUN-eval
+CACHE=${CACHE:-/tmp/restore-cache}    # prepared pairs and ids
 BATCH_TOKENS=${BATCH_TOKENS:-65536}   # per step; the setting measured on an H200 (2.94 steps/s before the attention fix)
 deadline=$((started + TOTAL_SECONDS))
 
@@ -82,7 +85,7 @@ limit=$(awk -v s="$budget" 'BEGIN { printf "%.2f", (s + 15) / 60 }')
 echo "time: $(( $(date +%s) - started ))s used; training budget ${minutes} min (hard limit ${limit} min)" | tee -a "$OUT/train.log"
 "$PYTHON" -m restore train --config "$CONFIG" "${data_args[@]}" \
   "train.output_dir=$RUN" "train.time_budget_minutes=$minutes" "train.time_limit_minutes=$limit" "train.batch_tokens=$BATCH_TOKENS" \
-  train.max_shard_size=14MB data.cache_dir=/tmp/restore-cache 2>&1 | tee -a "$OUT/train.log"
+  train.max_shard_size=14MB "data.cache_dir=$CACHE" 2>&1 | tee -a "$OUT/train.log"
 status=${PIPESTATUS[0]}
 kill "$packer" 2>/dev/null
 pack
@@ -90,9 +93,9 @@ pack
 if [ -f "$RUN/restore.json" ]; then
   limit_args=()
   [ -n "$EVAL_LIMIT" ] && limit_args=(--limit "$EVAL_LIMIT")
-  mkdir -p /tmp/restore-eval
+  mkdir -p "$RUN-eval"
   report=()
-  "$PYTHON" -c "import matplotlib" 2>/dev/null && report=(--report /tmp/restore-eval/domains.json)
+  "$PYTHON" -c "import matplotlib" 2>/dev/null && report=(--report "$RUN-eval/domains.json")
   domains=(--data test --data prose-test)
   left=$(( deadline - $(date +%s) ))
   {
@@ -104,7 +107,7 @@ if [ -f "$RUN/restore.json" ]; then
     timeout "$(( left > 5 ? left - 5 : 1 ))" "$PYTHON" -m restore eval "${domains[@]}" --model "$RUN" --backend torch --no-faithful "${limit_args[@]}" \
       || echo "(exit status $?; 124 = stopped by timeout)"
   } 2>&1 | tee "$OUT/eval-test.txt"
-  [ ${#report[@]} -gt 0 ] && ls /tmp/restore-eval/domains.* >/dev/null 2>&1 && tar czf "$OUT/eval-test.tar.gz" -C /tmp/restore-eval .
+  [ ${#report[@]} -gt 0 ] && ls "$RUN-eval"/domains.* >/dev/null 2>&1 && tar czf "$OUT/eval-test.tar.gz" -C "$RUN-eval" .
 fi
 echo "time: $(( $(date +%s) - started ))s in all" | tee -a "$OUT/train.log"
 ls -la "$OUT"
