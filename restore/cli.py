@@ -134,7 +134,9 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 # --- eval ------------------------------------------------------------------------------------
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score restorations: sacreBLEU BLEU/chrF and round-trip faithfulness")
-    p.add_argument("--data", required=True, help=".jsonl of {source,target} pairs, an articles file, or a text file of sources")
+    p.add_argument("--data", required=True, action="append",
+                   help=".jsonl of {source,target} pairs, an articles file, a text file of sources, or a split of data/eval "
+                        "(test, test-300, prose-test); repeat it to score several domains in one run, with a table per domain")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
     p.add_argument("--report", default=None, help="write a JSON report (and a PNG plot beside it)")
     p.add_argument("--baseline", default=None, choices=("identity", "dictionary"), help="score a baseline instead of a model")
@@ -144,7 +146,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from restore.evaluate import run_eval_cli
+    from restore.eval_run import run_eval_cli
 
     _check_model_options(args)
     run_eval_cli(args)

@@ -6,7 +6,11 @@ the sections ``data``, ``chunking``, ``tokenizer``, ``model``, ``lexicon`` and
 out-of-range value is a :class:`~restore.errors.RestoreError` with one line that
 names the key.
 
-Relative paths (data files, ``cache_dir``, ``output_dir``, ``init_from``,
+Training data is either one corpus (``data.train_files`` and ``data.dev_files``, or a hub
+dataset) or a mix of named corpora with weights (``data.corpora``, see :class:`CorpusConfig`
+and :mod:`restore.mix`); :func:`data_corpora` and :func:`data_files` say what a config uses.
+
+Relative paths (data files, also each corpus's, ``cache_dir``, ``output_dir``, ``init_from``,
 ``tokenizer.path``) written *in a YAML file* resolve against the parent of the
 folder holding that file, i.e. the repository root for ``configs/*.yaml``, so a
 run does not depend on the current directory; paths given as command-line
@@ -25,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,31 +47,68 @@ SAVE_DTYPES = ("bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+CORPUS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """One named corpus of a training mix (``data.corpora``): its files and its weight, the
+    corpus's share of the training pairs of every epoch (normalised; see :mod:`restore.mix`).
+    ``max_train_articles`` caps this corpus alone (default: the data section's); the other data
+    settings (``max_dev_articles``, ``dev_holdout``, ``text_field``) apply to every corpus."""
+
+    name: str = ""
+    train_files: list[str] = field(default_factory=list)  # json/jsonl(.xz/.gz)/parquet/txt; globs ok
+    dev_files: list[str] = field(default_factory=list)
+    weight: float = 1.0
+    max_train_articles: int | None = None  # None: data.max_train_articles
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name is missing (each corpus needs a name, e.g. wiki)")
+        if not CORPUS_NAME.fullmatch(self.name):
+            raise ValueError(f"name must be letters, digits, '_' or '-' (a folder name), got {self.name!r}")
+        if not self.train_files:
+            raise ValueError("train_files is empty: give the corpus's training files")
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"weight must be a number > 0, got {self.weight!r}")
+        if self.max_train_articles is not None and self.max_train_articles < 1:
+            raise ValueError(f"max_train_articles must be >= 1, got {self.max_train_articles!r}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where articles come from: local files (globs) or, for online users, a hub dataset id."""
+    """Where articles come from: local files (globs), a mix of named corpora, or, for online users, a hub dataset id."""
 
     train_files: list[str] = field(default_factory=list)  # json/jsonl(.xz/.gz)/parquet/txt; globs ok
     dev_files: list[str] = field(default_factory=list)
+    corpora: list[CorpusConfig] = field(default_factory=list)  # a mix instead of train_files/dev_files
     hub_dataset: str | None = None  # e.g. wikimedia/wikipedia (downloads: never used by tests)
     hub_config: str | None = None  # e.g. 20231101.en
     hub_split: str = "train"
     text_field: str = "text"
-    max_train_articles: int | None = None  # first N articles only (None = all)
+    max_train_articles: int | None = None  # first N articles only (None = all); per corpus in a mix
     max_dev_articles: int | None = None
-    dev_holdout: int = 0  # without dev_files: hold out the last N training articles as dev
+    dev_holdout: int = 0  # without dev_files: hold out the last N training articles as dev (per corpus)
     num_proc: int = 0  # processes for data preparation (0 = all CPU cores)
     cache_dir: str = "cache"  # prepared pairs, keyed by data + chunking + corruption spec
 
     def __post_init__(self) -> None:
-        if not self.train_files and not self.hub_dataset:
-            raise ValueError("data.train_files is empty and no data.hub_dataset is set: give training data")
+        if self.corpora:
+            given = [k for k in ("train_files", "dev_files", "hub_dataset") if getattr(self, k)]
+            if given:
+                raise ValueError(f"data.corpora and data.{given[0]} are both set: name the data one way (each corpus has its own train_files and dev_files)")
+            names = [c.name for c in self.corpora]
+            twice = next((n for n in names if names.count(n) > 1), None)
+            if twice:
+                raise ValueError(f"data.corpora: the name {twice!r} is used twice")
+        elif not self.train_files and not self.hub_dataset:
+            raise ValueError("data.train_files is empty and no data.hub_dataset is set: give training data (or data.corpora)")
         if self.train_files and self.hub_dataset:
             raise ValueError("data.train_files and data.hub_dataset are both set: choose one")
-        if self.dev_holdout and self.max_train_articles is not None and self.dev_holdout >= self.max_train_articles:
-            raise ValueError(
-                f"data.dev_holdout ({self.dev_holdout}) must be smaller than data.max_train_articles ({self.max_train_articles})"
-            )
+        for cap in [c.max_train_articles or self.max_train_articles for c in self.corpora] or [self.max_train_articles]:
+            if self.dev_holdout and cap is not None and self.dev_holdout >= cap:
+                raise ValueError(f"data.dev_holdout ({self.dev_holdout}) must be smaller than data.max_train_articles ({cap})")
         _check_min(self, "data", ("max_train_articles", 1), ("max_dev_articles", 1), ("dev_holdout", 0), ("num_proc", 0))
 
 
@@ -205,6 +248,9 @@ SECTIONS: dict[str, type] = get_type_hints(ExperimentConfig)
 PATH_KEYS = frozenset(
     {"data.train_files", "data.dev_files", "data.cache_dir", "train.output_dir", "model.init_from", "tokenizer.path"}
 )
+CORPUS_PATH_KEYS = ("train_files", "dev_files")  # the path keys of each data.corpora entry
+# An override of one of these replaces the training data that the config file names the other way.
+SINGLE_DATA_KEYS = ("data.train_files", "data.dev_files", "data.hub_dataset")
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -228,25 +274,57 @@ def load_config_dict(
     """Build and validate an :class:`ExperimentConfig` from a nested dict (as read from YAML).
 
     Relative paths in ``raw`` resolve against ``root`` (kept as written when None);
-    relative paths in ``overrides`` against the current directory.
+    relative paths in ``overrides`` against the current directory. ``data.corpora.NAME.KEY=value``
+    sets a key of the corpus NAME. An override naming the training data one way (``data.corpora``,
+    or ``data.train_files``/``dev_files``/``hub_dataset``) drops what the file names the other way.
+
+    >>> raw = {"data": {"corpora": [{"name": "wiki", "train_files": "w.jsonl"}, {"name": "prose", "train_files": "p.jsonl"}]}}
+    >>> [(c.name, c.weight) for c in load_config_dict(raw, ["data.corpora.prose.weight=0.4"]).data.corpora]
+    [('wiki', 1.0), ('prose', 0.4)]
+    >>> load_config_dict(raw, ["data.train_files=a.jsonl"]).data.corpora
+    []
     """
     if not isinstance(raw, dict):
         raise RestoreError(f"{name}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(raw).__name__}")
     tree = {section: dict(values) if isinstance(values, dict) else values for section, values in raw.items()}
     tree.setdefault("data", {})
     if root is not None:
-        _resolve_paths(tree, Path(root))
+        map_paths(tree, lambda v: _resolve(v, Path(root)))
     origin: dict[str, str] = {}
     for item in overrides:
         key, value = _parse_override(item)
         section, _, sub = key.partition(".")
         if not isinstance(tree.get(section, {}), dict):
             raise RestoreError(f"{name}: section '{section}' must be a mapping")
-        tree.setdefault(section, {})[sub] = value
-        if key in PATH_KEYS:
-            _resolve_paths({section: {sub: value}}, Path.cwd(), into=tree)
+        if sub.startswith("corpora."):
+            _set_corpus_key(tree, sub.split(".")[1:], value, item)
+        else:
+            tree.setdefault(section, {})[sub] = value
+            map_paths({section: {sub: value}}, lambda v: _resolve(v, Path.cwd()), into=tree)
         origin[key] = f"override {item}"
+    data = tree.get("data")
+    if isinstance(data, dict):
+        if "data.corpora" in origin and not any(k in origin for k in SINGLE_DATA_KEYS):
+            for key in SINGLE_DATA_KEYS:
+                data.pop(key.split(".")[1], None)
+        elif any(k in origin for k in SINGLE_DATA_KEYS) and "data.corpora" not in origin:
+            data.pop("corpora", None)
     return _build(tree, name, origin)
+
+
+def _set_corpus_key(tree: dict, parts: list[str], value: Any, item: str) -> None:
+    """``data.corpora.NAME.KEY=value``: set KEY of the corpus named NAME (a copy of its mapping)."""
+    corpora = tree["data"].get("corpora")
+    if not isinstance(corpora, list):
+        raise RestoreError(f"override {item!r}: the config names no data.corpora")
+    name, key = parts
+    names = [c.get("name") if isinstance(c, dict) else None for c in corpora]
+    if name not in names:
+        raise RestoreError(f"override {item!r}: no corpus named {name!r} in data.corpora ({', '.join(map(str, names))})")
+    i = names.index(name)
+    if key in CORPUS_PATH_KEYS:
+        value = _map_value(value, lambda v: _resolve(v, Path.cwd()))
+    tree["data"]["corpora"] = [*corpora[:i], {**corpora[i], key: value}, *corpora[i + 1 :]]
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -254,11 +332,14 @@ def _parse_override(item: str) -> tuple[str, Any]:
 
     >>> _parse_override("data.train_files=[a.jsonl, b.jsonl]")
     ('data.train_files', ['a.jsonl', 'b.jsonl'])
+    >>> _parse_override("data.corpora.prose.weight=0.4")
+    ('data.corpora.prose.weight', 0.4)
     """
     key, sep, text = item.partition("=")
     key = key.strip()
-    if not sep or key.count(".") != 1 or not all(key.split(".")):
-        raise RestoreError(f"override {item!r}: expected section.key=value, e.g. train.max_steps=100")
+    parts = key.split(".")
+    if not sep or not all(parts) or not (len(parts) == 2 or (len(parts) == 4 and parts[:2] == ["data", "corpora"])):
+        raise RestoreError(f"override {item!r}: expected section.key=value, e.g. train.max_steps=100 (or data.corpora.NAME.key=value)")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -276,19 +357,29 @@ def _looks_like_number(text: str) -> bool:
     return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
-def _resolve_paths(tree: dict, root: Path, into: dict | None = None) -> None:
-    """Make relative path values absolute against ``root`` (in place, or into ``into``)."""
+def map_paths(tree: dict, fn, into: dict | None = None) -> None:
+    """Apply ``fn`` to every path value of a config tree (:data:`PATH_KEYS` and each corpus's
+    files), in place, or writing the results into ``into``."""
     target = tree if into is None else into
     for key in PATH_KEYS:
         section, sub = key.split(".")
         values = tree.get(section)
-        if not isinstance(values, dict) or sub not in values:
-            continue
-        value = values[sub]
-        if isinstance(value, str):
-            target[section][sub] = _resolve(value, root)
-        elif isinstance(value, list):
-            target[section][sub] = [_resolve(v, root) if isinstance(v, str) else v for v in value]
+        if isinstance(values, dict) and sub in values:
+            target[section][sub] = _map_value(values[sub], fn)
+    data = tree.get("data")
+    corpora = data.get("corpora") if isinstance(data, dict) else None
+    if isinstance(corpora, list):
+        target["data"]["corpora"] = [
+            {**c, **{k: _map_value(c[k], fn) for k in CORPUS_PATH_KEYS if k in c}} if isinstance(c, dict) else c for c in corpora
+        ]
+
+
+def _map_value(value: Any, fn) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [fn(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _resolve(value: str, root: Path) -> str:
@@ -362,7 +453,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = [value]  # a single file is a list of one
         if not isinstance(value, list):
             raise ValueError(f"{key} must be a list, got {value!r}")
+        if dataclasses.is_dataclass(item):  # entries are named by their name (data.corpora.wiki), else by position
+            keys = [f"{key}.{v['name']}" if isinstance(v, dict) and isinstance(v.get("name"), str) else f"{key}[{i}]" for i, v in enumerate(value)]
+            return [_coerce(v, item, k) for v, k in zip(value, keys)]
         return [_coerce(v, item, key) for v in value]
+    if dataclasses.is_dataclass(hint):
+        return _build_entry(hint, value, key)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -388,6 +484,26 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise TypeError(f"{key}: unsupported config type {hint!r}")  # a bug in a dataclass, not user input
 
 
+def _build_entry(cls: type, value: Any, key: str) -> Any:
+    """A mapping as a nested config dataclass (an entry of ``data.corpora``); errors name ``key.field``.
+
+    >>> _build_entry(CorpusConfig, {"name": "wiki", "train_files": "w.jsonl", "weigth": 2}, "data.corpora.wiki")
+    Traceback (most recent call last):
+    ValueError: unknown key 'data.corpora.wiki.weigth' (did you mean 'data.corpora.wiki.weight'?)
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be a mapping of {', '.join(f.name for f in dataclasses.fields(cls))}, got {value!r}")
+    hints = get_type_hints(cls)
+    unknown = [k for k in value if k not in hints]
+    if unknown:
+        raise ValueError(f"unknown key '{key}.{unknown[0]}'{_suggest(str(unknown[0]), hints, key)}")
+    kwargs = {k: _coerce(v, hints[k], f"{key}.{k}") for k, v in value.items()}
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ValueError(f"{key}.{e}") from None
+
+
 def _check_min(obj: Any, section: str, *limits: tuple[str, int]) -> None:
     for name, low in limits:
         value = getattr(obj, name)
@@ -409,85 +525,3 @@ def config_to_dict(config: ExperimentConfig) -> dict:
     True
     """
     return dataclasses.asdict(config)
-
-
-def dump_config(config: ExperimentConfig | dict) -> str:
-    """The config as a run and its model record it: YAML of :func:`portable_config_dict`."""
-    return yaml.safe_dump(portable_config_dict(config), sort_keys=False, allow_unicode=True)
-
-
-# --- what a model directory records ------------------------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Where one machine kept its files: never recorded in a run's or a model's config.
-MACHINE_KEYS = ("data.cache_dir", "train.output_dir")
-
-
-def portable_path(value: str, root: Path = REPO_ROOT) -> str:
-    """A path as a model directory records it: relative to the repository ``root`` (or to the folder
-    beside it, such as ``../shared``), else the file's name alone; never an absolute path of the
-    machine that trained it. Relative paths, URLs and hub ids are kept as written.
-
-    >>> portable_path("/srv/gpu/restore/.data/train-00.jsonl.xz", root=Path("/srv/gpu/restore"))
-    '.data/train-00.jsonl.xz'
-    >>> portable_path("/srv/gpu/shared/data/wiki/dev.jsonl.xz", root=Path("/srv/gpu/restore"))
-    '../shared/data/wiki/dev.jsonl.xz'
-    >>> portable_path("/home/ada/corpus/part-*.parquet", root=Path("/srv/gpu/restore"))
-    'part-*.parquet'
-    >>> portable_path("wikimedia/wikipedia"), portable_path("../shared/x.jsonl")
-    ('wikimedia/wikipedia', '../shared/x.jsonl')
-    """
-    if not value or "://" in value or not os.path.isabs(value):
-        return value
-    path = Path(os.path.normpath(value))
-    for base, prefix in ((root, ""), (root.parent, "..")):
-        try:
-            relative = path.relative_to(base)
-        except ValueError:
-            continue
-        return os.path.join(prefix, relative) if prefix else str(relative)
-    return path.name
-
-
-def portable_config_dict(config: ExperimentConfig | dict, root: Path = REPO_ROOT) -> dict:
-    """The config a run writes (``train_config.yaml``) and a model keeps (``restore.json``): paths
-    made :func:`portable_path`, and no :data:`MACHINE_KEYS` (output and cache folders).
-
-    >>> cfg = load_config_dict({"data": {"train_files": ["/r/.data/a.jsonl"], "cache_dir": "/tmp/c"}})
-    >>> d = portable_config_dict(cfg, root=Path("/r"))
-    >>> d["data"]["train_files"], "cache_dir" in d["data"], "output_dir" in d["train"]
-    (['.data/a.jsonl'], False, False)
-    >>> portable_config_dict(d, root=Path("/r")) == d
-    True
-    """
-    tree = config_to_dict(config) if isinstance(config, ExperimentConfig) else {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for key in PATH_KEYS:
-        section, sub = key.split(".")
-        values = tree.get(section)
-        if not isinstance(values, dict) or sub not in values:
-            continue
-        if key in MACHINE_KEYS:
-            del values[sub]
-        elif isinstance(values[sub], str):
-            values[sub] = portable_path(values[sub], root)
-        elif isinstance(values[sub], list):
-            values[sub] = [portable_path(v, root) if isinstance(v, str) else v for v in values[sub]]
-    return tree
-
-
-def config_differences(a: ExperimentConfig | dict, b: ExperimentConfig | dict, ignore: Iterable[str] = ()) -> list[str]:
-    """Dotted keys whose values differ between two configs (``ignore`` lists keys to skip), compared
-    as a run records them (:func:`portable_config_dict`), so a saved ``train_config.yaml`` compares
-    with the config of its ``--resume``.
-
-    >>> base = load_config_dict({"data": {"train_files": "a"}})
-    >>> config_differences(base, load_config_dict({"data": {"train_files": "a"}, "train": {"lr": 0.1}}))
-    ['train.lr']
-    """
-    da, db = portable_config_dict(a), portable_config_dict(b)
-    skip = set(ignore)
-    return [
-        f"{section}.{key}"
-        for section in sorted(set(da) | set(db), key=list(SECTIONS).index)
-        for key in dict.fromkeys([*da.get(section, {}), *db.get(section, {})])
-        if f"{section}.{key}" not in skip and da.get(section, {}).get(key) != db.get(section, {}).get(key)
-    ]

@@ -17,9 +17,10 @@ A pair is ``source = " ".join(chunk tokens)`` and ``target = text[first_start:la
 
 Preparation runs as ``datasets.map(batched=True, num_proc=N)`` (:mod:`restore.parallel_map`) and
 is saved with ``save_to_disk`` under ``cache_dir/pairs-<key>``, where the key covers the data
-files (path, size, mtime), the selection, the chunking settings and the corruption spec. The
-lexicon of a pair set is counted the same way (:func:`build_lexicon`); the pairs' token ids
-are :mod:`restore.token_ids`'s.
+files (path, size, mtime), the selection, the chunking settings and the corruption spec. A mix
+of corpora (:mod:`restore.mix`) prepares each corpus on its own (:func:`corpus_selections`) and
+combines them (:func:`combine_pairs`). The lexicon of a pair set is counted the same way
+(:func:`build_lexicon`); the pairs' token ids are :mod:`restore.token_ids`'s.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 from restore.chunking import ChunkConfig, is_heading_start, pack_units, unit_starts
 from restore.corrupt import SPEC_VERSION, corrupt_sentence, sentence_spans
 from restore.errors import RestoreError
+from restore.mix import data_corpora, sample_indices, weighted_sample
 from restore.parallel_map import cache_entry, interruptible_workers, num_proc_for, parallel_map, quiet_datasets, scratch_folder
 
 PAIRS_FORMAT = "pairs/1"  # bump when pairing changes: old caches are then ignored
@@ -200,9 +202,34 @@ class PairSet:
     dataset: object
     stats: dict = field(default_factory=dict)
     key: str = ""  # cache key of the pairs (data, selection, chunking, spec): keys what is derived from them
+    parts: tuple[tuple[int, float], ...] = ()  # (pairs, weight) of each corpus of a mix (:func:`combine_pairs`)
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def sample(self, count: int, seed: int) -> np.ndarray:
+        """Indices of ``count`` pairs drawn with ``seed`` (a mix: from each corpus by its weight)."""
+        if not self.parts:
+            return sample_indices(len(self), count, seed)
+        return weighted_sample([n for n, _ in self.parts], [w for _, w in self.parts], count, seed)
+
+
+def combine_pairs(parts: Sequence[PairSet], weights: Sequence[float]) -> PairSet:
+    """The pairs of several corpora as one set (concatenated in order; one corpus: itself), whose
+    samples follow the weights; its cache key covers the corpora's keys and the weights."""
+    import datasets
+
+    if len(parts) == 1:
+        return parts[0]
+    key = hashlib.sha256(json.dumps(["mix", [p.key for p in parts], list(weights)]).encode()).hexdigest()[:20]
+    stats = {
+        "articles": sum(p.stats["articles"] for p in parts), "pairs": sum(len(p) for p in parts),
+        "units": sum(p.stats["units"] for p in parts), "dropped_units": sum(p.stats["dropped_units"] for p in parts),
+        "files": [f for p in parts for f in p.stats["files"]], "num_proc": max(p.stats["num_proc"] for p in parts),
+        "seconds": round(sum(p.stats["seconds"] for p in parts), 3), "cached": all(p.stats.get("cached") for p in parts),
+    }  # fmt: skip
+    dataset = datasets.concatenate_datasets([p.dataset for p in parts])
+    return PairSet(dataset, stats, key if all(p.key for p in parts) else "", tuple((len(p), float(w)) for p, w in zip(parts, weights)))
 
 
 @dataclass(frozen=True)
@@ -225,21 +252,43 @@ class ArticleSelection:
         return list(self.files) if self.files else [f"hub:{'/'.join(str(x) for x in self.hub if x)}"]
 
 
-def split_selections(data) -> tuple[ArticleSelection, ArticleSelection | None]:
-    """Train and dev article selections of a :class:`restore.config.DataConfig` (checks that files exist)."""
-    hub = (data.hub_dataset, data.hub_config, data.hub_split) if data.hub_dataset else None
-    train_files = tuple(resolve_files(data.train_files, "data.train_files")) if data.train_files else ()
-    stop = data.max_train_articles
-    train = ArticleSelection(train_files, hub, data.text_field, 0, stop)
-    if data.dev_files:
-        dev_files = tuple(resolve_files(data.dev_files, "data.dev_files"))
-        return train, ArticleSelection(dev_files, None, data.text_field, 0, data.max_dev_articles)
+@dataclass(frozen=True)
+class CorpusSelection:
+    """One corpus of a run: its name, its weight in the mix and its train (and dev) articles."""
+
+    name: str
+    weight: float
+    train: ArticleSelection
+    dev: ArticleSelection | None
+
+
+def corpus_selections(data) -> list[CorpusSelection]:
+    """The corpora of a :class:`restore.config.DataConfig` (:func:`restore.mix.data_corpora`; a hub
+    dataset is one corpus), each with its train and dev article selections; checks that files exist."""
+    if data.hub_dataset:
+        hub = (data.hub_dataset, data.hub_config, data.hub_split)
+        dev_files = tuple(resolve_files(data.dev_files, "data.dev_files")) if data.dev_files else None
+        train, dev = _split(data, (), hub, data.max_train_articles, dev_files)
+        return [CorpusSelection(data.hub_dataset.rsplit("/", 1)[-1] or "hub", 1.0, train, dev)]
+    selections = []
+    for corpus in data_corpora(data):
+        key = f"data.corpora.{corpus.name}" if data.corpora else "data"
+        files = tuple(resolve_files(corpus.train_files, f"{key}.train_files"))
+        dev_files = tuple(resolve_files(corpus.dev_files, f"{key}.dev_files")) if corpus.dev_files else None
+        train, dev = _split(data, files, None, corpus.max_train_articles or data.max_train_articles, dev_files)
+        selections.append(CorpusSelection(corpus.name, corpus.weight, train, dev))
+    return selections
+
+
+def _split(data, files: tuple[str, ...], hub, stop: int | None, dev_files) -> tuple[ArticleSelection, ArticleSelection | None]:
+    """Train and dev selections of one corpus: dev files, else the last ``dev_holdout`` training articles, else none."""
+    if dev_files:
+        return ArticleSelection(files, hub, data.text_field, 0, stop), ArticleSelection(dev_files, None, data.text_field, 0, data.max_dev_articles)
     if data.dev_holdout:
         # The last dev_holdout of the (possibly capped) training articles; negative = from the end.
         cut = -data.dev_holdout if stop is None else stop - data.dev_holdout
-        held = ArticleSelection(train_files, hub, data.text_field, cut, stop)
-        return ArticleSelection(train_files, hub, data.text_field, 0, cut), held
-    return train, None
+        return ArticleSelection(files, hub, data.text_field, 0, cut), ArticleSelection(files, hub, data.text_field, cut, stop)
+    return ArticleSelection(files, hub, data.text_field, 0, stop), None
 
 
 def load_articles(selection: ArticleSelection, cache_dir: str):
@@ -313,7 +362,7 @@ def build_lexicon(pairs: PairSet, sample_pairs: int, seed: int, min_count: int, 
     dest = Path(cache_dir) / f"lexicon-{hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:20]}"
     if pairs.key and (dest / LEXICON_FILE).is_file():
         return Lexicon.load(dest)
-    sample = pairs.dataset.select(sample_indices(len(pairs), sample_pairs, seed))
+    sample = pairs.dataset.select(pairs.sample(sample_pairs, seed))
     with scratch_folder(dest.with_name(f"{dest.name}.work")) as work:
         counted = parallel_map(
             sample, _count_batch, work, "lexicon", num_proc_for(num_proc, len(sample)), batch_size=1000,
@@ -331,11 +380,3 @@ def _count_batch(batch: dict) -> dict:
     from restore.lexicon import count_surface_forms
 
     return {"counts": [json.dumps(count_surface_forms(batch["target"]), ensure_ascii=False)]}
-
-
-# --- samples ---------------------------------------------------------------------------------
-def sample_indices(n: int, count: int, seed: int) -> np.ndarray:
-    """A deterministic random sample of ``min(count, n)`` indices, in increasing order."""
-    if count >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng([seed, 7]).choice(n, size=count, replace=False))

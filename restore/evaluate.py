@@ -1,4 +1,4 @@
-"""Evaluation: ``python -m restore eval``: sacreBLEU BLEU/chrF, round-trip faithfulness, baselines.
+"""Evaluation: sacreBLEU BLEU/chrF, round-trip faithfulness, baselines (``restore eval``: :mod:`restore.eval_run`).
 
 What is scored
 --------------
@@ -478,7 +478,7 @@ def build_report(
         "model": system.model,
         "engine": system.engine,
         "data": {
-            "path": data.path, "kind": data.kind, "items": len(data), "unit": _unit(data),
+            "path": data.path, "kind": data.kind, "items": len(data), "unit": unit_of(data),
             "documents": len(set(data.docs)) if data.kind == "sources" else scores.get("documents"),
             "source_tokens": source_tokens,
             "chunking": None if data.kind == "pairs" else {"max_source_words": system.chunking.max_source_words},
@@ -499,7 +499,7 @@ def build_report(
     }
 
 
-def _unit(data: EvalData) -> str:
+def unit_of(data: EvalData) -> str:
     return "chunks" if data.kind == "sources" else "pairs"
 
 
@@ -522,60 +522,3 @@ def write_report(path: str | os.PathLike, report: dict, data: EvalData, outputs:
     )
     write_text_atomic(outputs_path, "".join(dump_jsonl_line(r) for r in records))
     return report_path, plot_path, outputs_path
-
-
-def run_eval_cli(args) -> None:
-    """``restore eval``: score a model or baseline on pairs (or sources), print the scores, write a report."""
-    import sys
-
-    if args.report:
-        _check_output_path(args.report)
-    if args.limit is not None and args.limit < 1:
-        raise RestoreError(f"--limit must be at least 1, got {args.limit}")
-    data_path = resolve_data_path(args.data)  # a missing file or model is reported before a model is loaded
-    if not data_path.is_file():
-        raise RestoreError(f"{data_path}: {'is a directory, expected a data file' if data_path.is_dir() else 'no such file'}")
-    chunking = ChunkConfig()  # a baseline's; a model's comes from its restore.json
-    if not args.baseline:
-        from restore.checkpoint import resolve_model
-
-        chunking = resolve_model(args.model).chunking
-    # Every data problem (binary, not UTF-8, a bad line) is reported before a model is loaded.
-    data = load_eval_data(args.data, args.limit, chunking)
-    system = load_system(  # a model's process is set up as restore infer's (restore.load)
-        model=args.model, baseline=args.baseline, lexicon=args.lexicon, device=args.device, backend=args.backend,
-        compute_type=args.compute_type, batch_tokens=args.batch_tokens, quality=args.quality, num_beams=args.num_beams,
-        length_penalty=args.length_penalty, faithful=args.faithful,
-    )  # fmt: skip
-    outputs, seconds = run_system(system.restorer, data.sources, desc=f"eval {system.name}")
-    scores = score_outputs(data, outputs)
-    lines = format_summary(scores, len(data), _unit(data), len(set(data.docs)) if data.kind == "sources" else None)
-    if system.faithful and system.stats is not None:
-        # Before repair: the share whose first decode (greedy or the beam's best) failed; after: the faithfulness line above.
-        lines.append(system.stats.faithful.summary())
-    print("\n".join(lines))
-    rate = sum(len(s.split()) for s in data.sources) / max(seconds, 1e-9)
-    print(f"eval: {system.name} on {len(data)} {_unit(data)} of {data.path} in {seconds:.1f} s "
-          f"({len(data) / max(seconds, 1e-9):.1f} {_unit(data)}/s, {rate:.0f} source tokens/s); "
-          f"engine: {system.engine['description']}", file=sys.stderr)  # fmt: skip
-    if args.report:
-        settings = {
-            "model": args.model, "baseline": args.baseline, "lexicon": args.lexicon, "data": str(args.data),
-            "limit": args.limit, "device": args.device, "backend": args.backend, "compute_type": args.compute_type,
-            "quality": args.quality, "num_beams": args.num_beams, "length_penalty": args.length_penalty,
-            "batch_tokens": args.batch_tokens, "faithful": args.faithful,
-        }  # fmt: skip
-        report = build_report(system, data, outputs, scores, lines, seconds, settings=settings)
-        paths = write_report(args.report, report, data, outputs)
-        print(f"eval: wrote {', '.join(map(str, paths))}", file=sys.stderr)
-
-
-def _check_output_path(report: str) -> None:
-    """A --report path that can be written: not a directory, and its missing parent directories
-    can be created (they are, when the report is written) under a directory."""
-    target = Path(report)
-    if target.is_dir():
-        raise RestoreError(f"{target}: --report is a directory, expected a .json file path")
-    existing = next(p for p in target.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise RestoreError(f"{existing}: is not a directory, cannot hold the --report {target}")

@@ -130,6 +130,33 @@ class TokenizedPairs:
     def __len__(self) -> int:
         return len(self.src_off) - 1
 
+    @classmethod
+    def concat(cls, parts: Sequence["TokenizedPairs"]) -> "TokenizedPairs":
+        """The pairs of ``parts``, one after the other (one part: itself).
+
+        >>> a = TokenizedPairs(np.array([5, 1, 6, 7, 1]), np.array([0, 2, 5]), np.array([8, 1, 9, 1]), np.array([0, 2, 4]))
+        >>> both = TokenizedPairs.concat([a, a.take([1])])
+        >>> len(both), both.src[both.src_off[2] : both.src_off[3]].tolist()
+        (3, [6, 7, 1])
+        """
+        if len(parts) == 1:
+            return parts[0]
+        arrays = {}
+        for name, off in (("src", "src_off"), ("tgt", "tgt_off")):
+            arrays[name] = np.concatenate([np.asarray(p.__dict__[name]) for p in parts])
+            arrays[off] = _offsets(np.concatenate([np.diff(p.__dict__[off]) for p in parts]))
+        return cls(**arrays, dropped=sum(p.dropped for p in parts))
+
+    def take(self, indices: Sequence[int]) -> "TokenizedPairs":
+        """The pairs at ``indices``, in that order (a dev subset)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        arrays = {}
+        for name, off in (("src", "src_off"), ("tgt", "tgt_off")):
+            starts, lengths = self.__dict__[off][idx], np.diff(self.__dict__[off])[idx]
+            flat = np.repeat(starts - _offsets(lengths)[:-1], lengths) + np.arange(int(lengths.sum()))
+            arrays[name], arrays[off] = np.asarray(self.__dict__[name])[flat], _offsets(lengths)
+        return TokenizedPairs(**arrays, dropped=0)
+
     @property
     def src_lens(self) -> np.ndarray:
         return np.diff(self.src_off)

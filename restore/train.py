@@ -41,15 +41,17 @@ import yaml
 
 from restore.attention import configure_attention
 from restore.checkpoint import CHECKPOINT, RESTORE_JSON, load_checkpoint
-from restore.config import ExperimentConfig, config_differences, dump_config, load_config_dict, portable_path
-from restore.data import PairSet, build_lexicon, prepare_pairs, sample_indices, split_selections
+from restore.config import ExperimentConfig, load_config_dict
+from restore.config_record import config_differences, dump_config, portable_path
+from restore.data import PairSet, build_lexicon, combine_pairs, corpus_selections, prepare_pairs
 from restore.device import resolve_device
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE
 from restore.lineage import Shard, local_shard, model_lineage
+from restore.mix import Mix, dev_shares
 from restore.model import build_model, count_parameters, load_pretrained
 from restore.progress import quiet_library_bars
-from restore.token_ids import encode_pairs
+from restore.token_ids import TokenizedPairs, encode_pairs, eval_indices
 from restore.tokenizer import train_tokenizer
 from restore.train_loop import LRSchedule, Log, Stages, Trainer, TrainState
 
@@ -85,7 +87,7 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
     out = Path(config.train.output_dir)
     _check_output_dir(out, config, resume)
     device = resolve_device(config.train.device)
-    selections = split_selections(config.data)  # missing files fail here, before any work
+    selections = corpus_selections(config.data)  # missing files fail here, before any work
 
     from accelerate import Accelerator
 
@@ -93,7 +95,10 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
     log = Log(accelerator.is_main_process)
     log(f"attention: {configure_attention(accelerator.device)}")
     with stages("pairs"):
-        train_pairs, dev_pairs = _prepare_data(config, selections, accelerator, log)
+        corpora = _prepare_data(config, selections, accelerator, log)
+        train_pairs = combine_pairs([train for train, _ in corpora], [s.weight for s in selections])
+        dev_parts = [dev for _, dev in corpora if dev is not None]
+        dev_pairs = combine_pairs(dev_parts, [1.0] * len(dev_parts)) if dev_parts else None
     with stages("tokenizer"):
         tokenizer = _prepare_tokenizer(config, out, train_pairs, resume, accelerator, log)
     with stages("lexicon"):
@@ -105,8 +110,7 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
         model = _create_model(config, tokenizer).to(accelerator.device)
     max_len = int(getattr(model.config, "max_position_embeddings", 1024))
     with stages("encoding"), accelerator.main_process_first():  # the main process fills the cache
-        train_set = encode_pairs(train_pairs, tokenizer, max_len, config.data.cache_dir, config.data.num_proc)
-        dev_set = encode_pairs(dev_pairs, tokenizer, max_len, config.data.cache_dir, config.data.num_proc) if dev_pairs and len(dev_pairs) else None
+        train_set, dev_set, mix = _encode_corpora(config, selections, corpora, tokenizer, max_len)
     if not len(train_set):
         raise RestoreError(f"no training pair fits the model's {max_len} positions")
     log(
@@ -133,20 +137,46 @@ def setup(config: ExperimentConfig, resume: bool = False) -> Trainer:
         config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler, schedule=schedule,
         tokenizer=tokenizer, train_set=train_set, dev_set=dev_set, state=state, out=out, log=log,
         pairs={"train": train_pairs.stats, "dev": dev_pairs.stats if dev_pairs else None},
-        stages=stages, session_start=session_start, lineage=_start_lineage(config), shards=_train_shards(selections[0]),
+        stages=stages, session_start=session_start, mix=mix, lineage=_start_lineage(config),
+        shards=[shard for selection in selections for shard in _train_shards(selection.train)],
     )  # fmt: skip
 
 
-def _prepare_data(config: ExperimentConfig, selections, accelerator, log) -> tuple[PairSet, PairSet | None]:
-    """Train/dev pairs: the main process prepares (or finds them cached), then the other ranks load them."""
-    train_sel, dev_sel = selections
+def _prepare_data(config: ExperimentConfig, selections, accelerator, log) -> list[tuple[PairSet, PairSet | None]]:
+    """Train/dev pairs of each corpus: the main process prepares (or finds them cached), then the other ranks load them."""
+    corpora = []
     with accelerator.main_process_first():
-        train_pairs = prepare_pairs(train_sel, config.chunking, config.data.cache_dir, config.data.num_proc)
-        dev_pairs = prepare_pairs(dev_sel, config.chunking, config.data.cache_dir, config.data.num_proc) if dev_sel else None
-    if not len(train_pairs):
-        raise RestoreError(f"{', '.join(train_sel.describe())}: no training pairs (the articles have no sentences)")
-    log(_describe_pairs("train", train_pairs) + (f"; {_describe_pairs('dev', dev_pairs)}" if dev_pairs else ""))
-    return train_pairs, dev_pairs
+        for sel in selections:
+            train = prepare_pairs(sel.train, config.chunking, config.data.cache_dir, config.data.num_proc)
+            dev = prepare_pairs(sel.dev, config.chunking, config.data.cache_dir, config.data.num_proc) if sel.dev else None
+            if not len(train):
+                raise RestoreError(f"{', '.join(sel.train.describe())}: no training pairs (the articles have no sentences)")
+            corpora.append((train, dev))
+    for sel, (train, dev) in zip(selections, corpora):
+        name = f"{sel.name} (weight {sel.weight:g}) " if len(selections) > 1 else ""
+        log(name + _describe_pairs("train", train) + (f"; {_describe_pairs('dev', dev)}" if dev else ""))
+    return corpora
+
+
+def _encode_corpora(config: ExperimentConfig, selections, corpora, tokenizer, max_len: int):
+    """The training set (every corpus's ids, concatenated), the dev set (each corpus's dev pairs in
+    the proportions of the weights: :func:`restore.mix.dev_shares`) and the :class:`Mix`."""
+    cache, procs = config.data.cache_dir, config.data.num_proc
+    train = [encode_pairs(t, tokenizer, max_len, cache, procs) for t, _ in corpora]
+    dev = [encode_pairs(d, tokenizer, max_len, cache, procs) if d is not None and len(d) else None for _, d in corpora]
+    weights = [s.weight for s in selections]
+    used = dev_shares([len(d) if d else 0 for d in dev], weights) if len(corpora) > 1 else [len(d) if d else 0 for d in dev]
+    dev_parts = [d if n == len(d) else d.take(eval_indices(len(d), n)) for d, n in zip(dev, used) if d is not None and n]
+    info = [
+        {
+            "train_files": [portable_path(f) for f in t.stats["files"]], "dev_files": [portable_path(f) for f in d.stats["files"]] if d else [],
+            "articles": t.stats["articles"], "pairs": t.stats["pairs"], "dropped_units": t.stats["dropped_units"],
+            "dev_articles": d.stats["articles"] if d else 0, "dev_pairs": len(d) if d else 0, "dev_pairs_used": n,
+        }
+        for (t, d), n in zip(corpora, used)
+    ]  # fmt: skip
+    mix = Mix(tuple(s.name for s in selections), tuple(weights), tuple(len(t) for t in train), tuple(info))
+    return TokenizedPairs.concat(train), TokenizedPairs.concat(dev_parts) if dev_parts else None, mix
 
 
 # --- the stages of setup ---------------------------------------------------------------------
@@ -203,7 +233,7 @@ def train_tokenizer_on_pairs(pairs: PairSet, config, seed: int):
     Returns ``(tokenizer, pairs sampled)``; ``scripts/make_tokenizer.py`` uses it to train the
     shared tokenizer once (``tokenizer.path``), exactly as a run would.
     """
-    sample = pairs.dataset.select(sample_indices(len(pairs), config.sample_pairs, seed))
+    sample = pairs.dataset.select(pairs.sample(config.sample_pairs, seed))
     return train_tokenizer(list(sample["source"]) + list(sample["target"]), vocab_size=config.vocab_size), len(sample)
 
 

@@ -4,7 +4,7 @@
 state of a resumed run); :meth:`Trainer.run` trains until ``max_steps`` (or a stop, a time
 limit), evaluating (:mod:`restore.train_eval`), saving checkpoints and exporting the model
 directory (:func:`restore.checkpoint.export_model`) along the way. Every step takes the same
-batches on every rank (:func:`restore.token_ids.token_batches`, fixed by the seed and the
+batches on every rank (:func:`restore.mix.epoch_batches`, fixed by the seed and the
 epoch), so a resumed run continues exactly where the checkpoint left it.
 """
 
@@ -27,13 +27,15 @@ from tqdm import tqdm
 from restore import __version__
 from restore.attention import PAD_MULTIPLE, round_up
 from restore.checkpoint import CHECKPOINT, export_model, save_checkpoint
-from restore.config import ExperimentConfig, portable_config_dict, portable_path
+from restore.config import ExperimentConfig
+from restore.config_record import portable_config_dict, portable_path
 from restore.progress import show_progress
 from restore.device import describe
 from restore.errors import RestoreError
+from restore.mix import Mix, epoch_batches
 from restore.model import count_parameters
 from restore.lineage import run_entry
-from restore.token_ids import IGNORE_INDEX, TokenizedPairs, to_device, token_batches
+from restore.token_ids import IGNORE_INDEX, TokenizedPairs, to_device
 from restore.train_eval import dev_bleu, dev_loss
 
 
@@ -108,6 +110,7 @@ class Trainer:
     session_start: float  # perf_counter() when setup began: wall time includes the setup
     lineage: list = field(default_factory=list)  # the start model's lineage (restore.lineage); this run's entry is appended on export
     shards: list = field(default_factory=list)  # the training files as restore.lineage.Shard records
+    mix: Mix | None = None  # the corpora of train_set and what each epoch draws from them (None: every pair once)
 
     def __post_init__(self) -> None:
         self.cfg = self.config.train
@@ -179,7 +182,7 @@ class Trainer:
         return self._finish()
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        return token_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, epoch, tiebreak=self.src_lens)
+        return epoch_batches(self.lengths, self.cfg.batch_tokens, self.cfg.seed, epoch, self.mix, tiebreak=self.src_lens)
 
     def _step(self, step_batches: list[np.ndarray]) -> None:
         """One optimizer step; micro-batch ``m`` of rank ``r`` is ``step_batches[m * world + r]``."""
@@ -457,7 +460,7 @@ class Trainer:
             "token_share_of_positions": round(self._real_share(), 4),  # the rest is padding
             "saved_dtype": self.cfg.save_dtype,
             "parameters": self.parameters,
-            "data": {split: _portable_stats(stats) for split, stats in self.pairs.items()},
+            "data": {**{split: _portable_stats(stats) for split, stats in self.pairs.items()}, "corpora": self.mix.record() if self.mix else None},
             "train_pairs_encoded": len(self.train_set),
             "dev": metrics,
             "history": self.state.history,

@@ -7,10 +7,15 @@ a fixed seed, and committed. Each line is one pair::
 
 cut exactly like training pairs (:func:`restore.data.article_pairs`, default chunking
 ``max_source_words=48``; a sentence longer than that is left out, as in training). Outputs: ``<split>.jsonl.xz`` with all pairs of the split and
-``<split>-<n>.jsonl.xz`` with ``n`` pairs sampled with ``--seed`` (kept in file order).
+``<split>-<n>.jsonl.xz`` with ``n`` pairs sampled with ``--seed`` (kept in file order). With
+``--per-doc K``, ``<split>.jsonl.xz`` holds an excerpt of every article instead: K consecutive
+pairs (all of a shorter one) from an offset drawn with ``--seed``, for splits of long documents
+(books) that would take too long to score whole.
 
     python scripts/make_eval_pairs.py --articles /work/shared/data/wiki/test.jsonl.xz \\
         --split test --subset 300 --seed 20260517 --out data/eval
+    python scripts/make_eval_pairs.py --articles /work/shared/data/prose/test.jsonl.xz \\
+        --split prose-test --per-doc 20 --subset 0 --seed 20260601 --out data/eval
 """
 
 from __future__ import annotations
@@ -51,6 +56,28 @@ def sample_pairs(pairs: list[dict], n: int, seed: int) -> list[dict]:
     return [pairs[i] for i in keep]
 
 
+def excerpt_pairs(pairs: list[dict], per_doc: int, seed: int) -> list[dict]:
+    """Up to ``per_doc`` consecutive pairs of each article (its ``chunk`` numbers kept), from an
+    offset drawn with ``seed``; articles in file order.
+
+    >>> pairs = [{"doc": d, "chunk": i} for d, n in (("a", 9), ("b", 2)) for i in range(n)]
+    >>> got = excerpt_pairs(pairs, 3, seed=1)
+    >>> [p["doc"] for p in got], [p["chunk"] for p in got[3:]]  # b is shorter than 3: all of it
+    (['a', 'a', 'a', 'b', 'b'], [0, 1])
+    >>> first = got[0]["chunk"]; [p["chunk"] for p in got[:3]] == [first, first + 1, first + 2]
+    True
+    """
+    rng = random.Random(seed)
+    docs: dict = {}
+    for pair in pairs:
+        docs.setdefault(pair["doc"], []).append(pair)
+    out = []
+    for doc_pairs in docs.values():
+        start = rng.randrange(len(doc_pairs) - per_doc + 1) if len(doc_pairs) > per_doc else 0
+        out.extend(doc_pairs[start : start + per_doc])
+    return out
+
+
 def write_xz_jsonl(path: Path, records: list[dict]) -> str:
     """Write records as xz-compressed JSON lines, atomically; return the sha256 of the uncompressed text."""
     text = "".join(dump_jsonl_line(r) for r in records)
@@ -64,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--articles", required=True, help="held-out articles (.jsonl or .jsonl.xz with 'text')")
     parser.add_argument("--split", required=True, help="name of the output files, e.g. test")
     parser.add_argument("--subset", type=int, default=300, help="size of the sampled subset (0: none)")
+    parser.add_argument("--per-doc", type=int, default=0, help="K: <split> holds K consecutive pairs per article (0: all pairs)")
     parser.add_argument("--seed", type=int, default=20260517)
     parser.add_argument("--max-source-words", type=int, default=ChunkConfig().max_source_words)
     parser.add_argument("--out", default="data/eval", help="output directory")
@@ -76,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if not pairs:
             raise RestoreError(f"{args.articles}: no pairs (no articles?)")
         print(json.dumps({"articles_file": args.articles, "units": units, "dropped_too_long": dropped}))
-        files = {f"{args.split}.jsonl.xz": pairs}
+        files = {f"{args.split}.jsonl.xz": excerpt_pairs(pairs, args.per_doc, args.seed) if args.per_doc else pairs}
         if args.subset:
             files[f"{args.split}-{args.subset}.jsonl.xz"] = sample_pairs(pairs, args.subset, args.seed)
         for name, records in files.items():

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from restore.config import load_config
-from restore.data import prepare_pairs, split_selections
+from restore.data import combine_pairs, corpus_selections, prepare_pairs
 from restore.train import train_tokenizer_on_pairs
 
 
@@ -31,9 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config, args.overrides)
     config = dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=None))
-    train_sel, _ = split_selections(config.data)
+    selections = corpus_selections(config.data)
     started = time.perf_counter()
-    pairs = prepare_pairs(train_sel, config.chunking, config.data.cache_dir, config.data.num_proc)
+    parts = [prepare_pairs(s.train, config.chunking, config.data.cache_dir, config.data.num_proc) for s in selections]
+    pairs = combine_pairs(parts, [s.weight for s in selections])  # a mix: the sample follows the weights
     print(f"pairs: {len(pairs):,} from {pairs.stats['articles']:,} articles in {time.perf_counter() - started:.1f}s")
     started = time.perf_counter()
     tokenizer, sampled = train_tokenizer_on_pairs(pairs, config.tokenizer, config.train.seed)
@@ -42,7 +43,7 @@ def main() -> None:
     digest = hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()[:16]
     print(
         f"tokenizer: {len(tokenizer):,} pieces from {sampled:,} pairs in {time.perf_counter() - started:.1f}s -> {out} "
-        f"(tokenizer.json sha256 {digest}; files: {', '.join(Path(f).name for f in train_sel.files)})"
+        f"(tokenizer.json sha256 {digest}; files: {', '.join(Path(f).name for s in selections for f in s.train.files)})"
     )
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from restore.config import ExperimentConfig, config_differences, dump_config, load_config, load_config_dict
+from restore.config import ExperimentConfig, load_config, load_config_dict
+from restore.config_record import config_differences, dump_config
 from restore.errors import RestoreError
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -26,7 +27,9 @@ def test_every_shipped_config_loads_and_validates(path):
     root = path.resolve().parents[1]
     # Relative paths in a config resolve against the repository root, not the current directory.
     assert Path(cfg.train.output_dir).is_absolute() and Path(cfg.train.output_dir).is_relative_to(root)
-    assert all(Path(f).is_absolute() for f in cfg.data.train_files)
+    from restore.mix import data_files
+
+    assert all(Path(f).is_absolute() for files in data_files(cfg.data).values() for split in files.values() for f in split)
     # A dumped config (as a run and its model record it: portable paths, no output or cache folder)
     # loads back to the same config but for those folders, and no absolute path is left in it.
     import yaml
@@ -34,7 +37,7 @@ def test_every_shipped_config_loads_and_validates(path):
     dumped = dump_config(cfg)
     assert str(root) not in dumped and "output_dir" not in dumped and "cache_dir" not in dumped
     again = load_config_dict(yaml.safe_load(dumped), root=root)
-    assert config_differences(again, cfg) == [] and again.data.train_files == cfg.data.train_files
+    assert config_differences(again, cfg) == [] and data_files(again.data) == data_files(cfg.data)
 
 
 def test_small_config_fits_the_shipping_budget():
@@ -43,7 +46,7 @@ def test_small_config_fits_the_shipping_budget():
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "small.yaml")
     assert cfg.train.save_dtype == "bf16"
-    assert len(cfg.data.train_files) >= 2
+    assert [c.name for c in cfg.data.corpora] == ["wiki", "prose"]  # a mix (issue 26)
     params = count_parameters(build_model(cfg.model, vocab_size=cfg.tokenizer.vocab_size))
     assert params <= 16_000_000
 
@@ -118,7 +121,7 @@ def test_config_differences_names_changed_keys():
 
 
 @pytest.mark.parametrize(
-    "module", ["restore.config", "restore.cli", "restore.backend_choice", "restore.infer_files", "restore.corpus", "restore.evaluate"]
+    "module", ["restore.config", "restore.cli", "restore.backend_choice", "restore.infer_files", "restore.corpus", "restore.evaluate", "restore.eval_run"]
 )
 def test_config_and_cli_import_nothing_heavy(module):
     # A bad config or a missing input must be reported in about a second, before torch and

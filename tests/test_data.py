@@ -12,7 +12,7 @@ import pytest
 from restore.chunking import ChunkConfig, chunk_text, unit_starts
 from restore.config import load_config_dict
 from restore.corrupt import corrupt, corrupt_sentence, sentence_spans
-from restore.data import ArticleSelection, article_pairs, build_lexicon, prepare_pairs, resolve_files, sample_indices, split_selections
+from restore.data import ArticleSelection, article_pairs, build_lexicon, corpus_selections, prepare_pairs, resolve_files, sample_indices
 from restore.token_ids import TokenizedPairs, encode_pairs, eval_indices, token_batches
 from restore.errors import RestoreError
 
@@ -111,7 +111,8 @@ def test_parallel_preparation_gives_the_same_pairs(tmp_path, articles_file):
 
 def test_selections_cap_and_hold_out_articles(tmp_path, articles_file, wiki_texts):
     raw = {"data": {"train_files": [str(articles_file)], "max_train_articles": 10, "dev_holdout": 3}}
-    train_sel, dev_sel = split_selections(load_config_dict(raw).data)
+    (corpus,) = corpus_selections(load_config_dict(raw).data)
+    train_sel, dev_sel = corpus.train, corpus.dev
     train = prepare_pairs(train_sel, ChunkConfig(48), str(tmp_path), num_proc=1)
     dev = prepare_pairs(dev_sel, ChunkConfig(48), str(tmp_path), num_proc=1)
     assert (train.stats["articles"], dev.stats["articles"]) == (7, 3)

@@ -203,6 +203,16 @@ def test_committed_eval_pairs_are_consistent():
     assert sum(corrupt(r["target"]) == r["source"] for r in subset) == 300
 
 
+def test_committed_prose_test_is_an_excerpt_of_every_document():
+    pairs = [json.loads(line) for line in lzma.open(EVAL_DIR / "prose-test.jsonl.xz", "rt", encoding="utf-8")]
+    docs: dict[str, list[int]] = {}
+    for r in pairs:
+        docs.setdefault(r["doc"], []).append(r["chunk"])
+    assert len(pairs) == 2401 and len(docs) == 154  # data/eval/README.md: all 154 documents of the prose test split
+    assert all(len(c) <= 20 and c == list(range(c[0], c[0] + len(c))) for c in docs.values())  # one run each, at most 20
+    assert all(corrupt(r["target"]) == r["source"] for r in pairs)  # made by the current corruption
+
+
 def test_make_eval_pairs_is_deterministic(tmp_path, articles):
     spec = importlib.util.spec_from_file_location("make_eval_pairs", ROOT / "scripts" / "make_eval_pairs.py")
     module = importlib.util.module_from_spec(spec)
@@ -239,6 +249,28 @@ def test_cli_identity_report(tmp_path, capsys, pairs_file):
     outputs = (tmp_path / "out.outputs.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(outputs) == payload["data"]["items"]
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_several_domains_score_each_and_print_a_table(tmp_path, capsys, pairs_file, pair_records):
+    other = write_jsonl(tmp_path / "other.jsonl", pair_records[: len(pair_records) // 2])
+    singles = [run_cli(capsys, "--baseline", "identity", "--data", str(f)) for f in (pairs_file, other)]
+    report = tmp_path / "r" / "all.json"
+    code, out, err = run_cli(capsys, "--baseline", "identity", "--data", str(pairs_file), "--data", str(other), "--report", str(report))
+    assert code == 0, err
+    blocks = out.split("== ")
+    assert blocks[1].startswith(f"pairs: {len(pair_records):,} pairs of ") and blocks[2].startswith("other: ")
+    for block, (_, single_out, _) in zip(blocks[1:3], singles):  # each domain's lines as a run of its own prints them
+        assert block.splitlines()[1:] == single_out.splitlines()
+    table = blocks[3].splitlines()
+    assert table[0].startswith("baseline:identity, per domain") and table[1].startswith("| domain | items | documents | BLEU |")
+    bleu = json.loads((tmp_path / "r" / "all.pairs.json").read_text(encoding="utf-8"))["scores"]["bleu"]["score"]
+    assert table[3].startswith(f"| pairs | {len(pair_records):,} pairs | ") and f" | {bleu:.2f} | " in table[3]
+    assert table[4].startswith("| other | ") and len(table) == 5
+    combined = json.loads(report.read_text(encoding="utf-8"))
+    assert [d["domain"] for d in combined["domains"]] == ["pairs", "other"] and combined["table"] == table[1:]
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {
+        "all.json", *(f"all.{d}.{ext}" for d in ("pairs", "other") for ext in ("json", "png", "outputs.jsonl"))
+    }
 
 
 def test_cli_sources_only_reports_faithfulness(tmp_path, capsys, wiki_texts):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from restore.cli import main
-from restore.config import load_config, portable_path
+from restore.config import load_config
+from restore.config_record import portable_path
 from restore.train import train
 
 REPO = Path(__file__).resolve().parents[1]

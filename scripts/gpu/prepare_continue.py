@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from restore.config import portable_path  # noqa: E402
+from restore.config_record import portable_path  # noqa: E402
 from restore.lineage import local_shard, model_lineage, pick_unseen_shards  # noqa: E402
 
 MIB = 1 << 20
