@@ -102,14 +102,17 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "eval" / "test.jsonl.xz")
     parser.add_argument("serve_options", nargs="*", help="more restore serve options, after --")
     args = parser.parse_args()
+    try:
+        import httpx  # the clients (restore[test] installs it)
+    except ImportError:
+        print("bench_serve.py: the load test needs httpx: pip install httpx (or pip install -e '.[test,serve]')", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     print(machine_line())
     texts = test_sources(args.data, args.clients * args.requests)
     words = sum(len(t.split()) for t in texts)
     argv = (["--model", args.model] if args.model else []) + args.serve_options
     process, url, engine = start_server(argv)
-    import httpx
-
     try:
         print(f"server: restore serve {' '.join(argv)} at {url}; engine: {engine}")
         print(f"requests: {len(texts)} chunks of {args.data.name} ({words} source words, {words / len(texts):.1f} per request)")

@@ -68,6 +68,9 @@ def test_one_text_and_a_list_answer_what_restoring_each_alone_gives(pipeline, te
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(pipeline, texts, one_thread):
+    # Only texts with words: an empty one adds nothing to the budget, so arriving last it would
+    # (rightly) be left for the next batch, and the batch sizes would depend on thread order.
+    texts = [text for text in texts if text.split()]
     words = sum(len(text.split()) for text in texts)
     # A long window and a budget of exactly all requests' words: the batch closes when the last one arrives.
     app = create_app(pipeline, window_ms=60_000, batch_words=words)
