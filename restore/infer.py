@@ -40,18 +40,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from restore.batching import budget_batches
-from restore.chunking import (
-    CHUNK_JOINER,
-    LINE_JOINER,
-    ChunkConfig,
-    assemble,
-    document_chunks,
-    split_in_half,
-    starts_with_heading,
-    tidy_spaces,
-)
+from restore.chunking import CHUNK_JOINER, ChunkConfig, assemble, document_chunks, split_in_half
 from restore.errors import RestoreError
-from restore.faithful import FaithfulStats, join_faithful, make_faithful
+from restore.faithful import FaithfulStats, make_faithful
+from restore.faithful_window import CheckPool, check_workers, faithful_documents, generator_cores
 from restore.surface_forms import SurfaceForms
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
@@ -181,6 +173,7 @@ class Restorer:
         faithful: bool = True,
         lexicon=None,
         overlap: bool | None = None,
+        check_workers: int | None = None,
     ):
         import torch
 
@@ -207,6 +200,10 @@ class Restorer:
         # thread checks, repairs and assembles the current one (see restore_many).
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self._generating = threading.Lock()  # one batch on the generator at a time (worker vs beam repair)
+        # Checks and repairs of a window run in this many worker processes (restore.faithful_window;
+        # None: the cores the generator leaves free, see check_workers; 0: in this process).
+        self.check_workers = check_workers
+        self._pool: CheckPool | None = None
 
     @classmethod
     def from_pretrained(
@@ -223,7 +220,7 @@ class Restorer:
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
         ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backend_choice.choose_backend`),
         except the Restorer's own keywords (``window_chunks``, ``faithful_beams``, ``new_tokens``,
-        ``progress``, ``faithful``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
+        ``progress``, ``faithful``, ``overlap``, ``check_workers``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
         (the fastest CPU path; int8 only where the CPU computes it accurately), else torch.
         Threads and logging are the caller's (the command line sets them up).
         """
@@ -234,7 +231,7 @@ class Restorer:
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
-        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap") if k in options}
+        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap", "check_workers") if k in options}
         if isinstance(backend, str):
             compute_type = options.pop("compute_type", None) or "auto"
             choice = choose_backend(backend, resolved.type, torch_only=bool(options.get("static_cache")), compute_type=compute_type)
@@ -271,6 +268,7 @@ class Restorer:
         """
         size = _WindowSize(self.window_chunks)
         windows = self._windows(documents, size)
+        self.check_pool()  # check workers (if any) start while the first window is generated
         if not self.overlap:
             for plans in windows:
                 start = time.perf_counter()
@@ -307,38 +305,38 @@ class Restorer:
         yield window
 
     def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[str] | None = None) -> list[tuple[str, int]]:
-        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
-        restored = []
-        for chunks, joiners in plans:
-            self.stats.documents += 1
-            document = [next(outputs) for _ in chunks]
-            if not self.faithful:
-                restored.append((assemble(document, joiners), 0))
-                continue
-            before = self.stats.faithful.unfaithful_lines
-            restored.append((self.join_lines(chunks, document, joiners), self.stats.faithful.unfaithful_lines - before))
+        if not self.faithful:
+            outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts))
+            restored = [(assemble([next(outputs) for _ in chunks], joiners), 0) for chunks, joiners in plans]
+        else:
+            outputs = drafts if drafts is not None else self.draft(_window_chunks(plans))
+            documents = faithful_documents(plans, outputs, self._beam_candidates, self.surface_forms, self.stats.faithful, self.check_pool())
+            restored = [(document.text, document.unfaithful_lines) for document in documents]
+        self.stats.documents += len(plans)
         return restored
 
-    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str]) -> str:
-        """A document from its chunk outputs, each line faithful as a whole (restore.faithful.join_faithful).
+    def check_pool(self) -> CheckPool | None:
+        """The worker processes of the faithfulness checks, started on first use (None: check here).
 
-        A line is what a user corrupts as one text: the chunks between line breaks (a chunk
-        that starts a heading stays with the line before it).
+        Their number is ``check_workers``, else :func:`restore.faithful_window.check_workers`: the
+        cores the generator leaves free, less one for this process; 0 below 2 (on the CPU, where the
+        generator takes every core, always 0).
         """
-        lines: list[list[int]] = []
-        for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
-            if k == 0 or (joiner == LINE_JOINER and not starts_with_heading(chunk)):
-                lines.append([])
-            lines[-1].append(k)
-        tidy = [tidy_spaces(output) for output in outputs]
-        return "".join(
-            joiners[line[0]]
-            + join_faithful(
-                [chunks[k] for k in line], [tidy[k] for k in line], [""] + [joiners[k] for k in line[1:]],
-                self._beam_candidates, self.surface_forms, self.stats.faithful,
-            )
-            for line in lines
-        )  # fmt: skip
+        if self._pool is None and self.faithful:
+            from restore.device import available_cpus
+
+            workers = self.check_workers
+            if workers is None:
+                workers = check_workers(available_cpus(), generator_cores(self.generator, self.device.type))
+            if workers > 0:
+                self._pool = CheckPool(workers, self.surface_forms.lexicon)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the check workers, if any were started (they also stop when the process exits)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None) -> list[str]:

@@ -1,0 +1,268 @@
+"""Faithfulness of a window of documents: checks in worker processes, re-decodes in two batches.
+
+The Restorer (:mod:`restore.infer`) drafts a window of chunks on the device and hands the window
+here. :func:`faithful_documents` gives the same texts and counts as :func:`restore.faithful.make_faithful`
+on the window's chunks followed by :func:`restore.faithful.join_faithful` on each line, in this order:
+
+1. every document's chunks are checked, and its lines whose chunks all pass are read as one text
+   (:func:`restore.faithful.draft_line`);
+2. the failing chunks of the whole window are re-decoded with beams in ONE call;
+3. the documents with failing chunks settle them (:func:`restore.faithful.settle_chunk`: the first
+   passing hypothesis, else repair) and read their remaining lines;
+4. the spans around the failing junctions of the whole window are re-decoded in ONE call;
+5. those lines are finished (:func:`restore.faithful.finish_line`) and the documents assembled.
+
+Steps 1, 3 and 5 are pure functions of the documents (corrupting text back: Punkt, the Treebank
+tokenizer, the lemmatizer and the stemmer, all in Python) and run in a pool of worker processes
+when the generator leaves cores free (:func:`check_workers`); with overlap (on CUDA) the device
+generates the next window meanwhile. Without a pool they run here, in this process.
+
+>>> beams = lambda sources: [["Born in 1879."] for _ in sources]
+>>> plans = [(["born 1879 ."], [""]), (["born 1880 .", "die 1940 ."], ["", " "])]
+>>> [d.text for d in faithful_documents(plans, ["Born 1899.", "Born 1880.", "Died in 1940."], beams)]
+['Born in 1879.', 'Born 1880. Died in 1940.']
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from restore.chunking import LINE_JOINER, starts_with_heading, tidy_spaces
+from restore.faithful import (
+    KEPT,
+    ChunkOutcome,
+    FaithfulStats,
+    LineDraft,
+    Redecoder,
+    as_surface_forms,
+    draft_line,
+    finish_line,
+    settle_chunk,
+)
+from restore.faithful_check import check
+from restore.lexicon import Lexicon
+from restore.surface_forms import SurfaceForms
+
+Plan = tuple[list[str], list[str]]  # a document's chunks and joiners (restore.chunking.document_chunks)
+# Tasks per worker and step: enough to even out documents of different sizes, few enough to keep
+# the cost of sending them (pickling a few hundred short strings) small.
+TASKS_PER_WORKER = 4
+
+
+# --- how many worker processes -------------------------------------------------------------------
+def check_workers(cpus: int, generator_cores: int) -> int:
+    """Worker processes for the checks: the cores the generator leaves free, less one for this
+    process (it drives the generator and gathers the results); 0 (checks in this process) when
+    that leaves fewer than 2, since one worker only moves the work elsewhere and adds the sending.
+
+    On the CPU the generator takes every core (CTranslate2: one worker per core; PyTorch: its
+    threads), so a 2-core machine checks inline; on a GPU the generator takes one core (the thread
+    that drives the device), so 16 cores give 14 workers.
+
+    >>> check_workers(2, 2), check_workers(2, 1), check_workers(16, 1), check_workers(4, 1)
+    (0, 0, 14, 2)
+    """
+    free = cpus - generator_cores - 1
+    return free if free >= 2 else 0
+
+
+def generator_cores(generator, device_type: str) -> int:
+    """Cores a generator keeps busy: one on a GPU (the thread that drives it), else its CPU threads."""
+    if device_type != "cpu":
+        return 1
+    workers = getattr(generator, "workers", None)
+    if workers:  # CTranslate2: workers x threads each
+        return workers * max(1, getattr(generator, "threads_per_worker", 1) or 1)
+    import torch
+
+    return torch.get_num_threads()
+
+
+_worker_forms: SurfaceForms | None = None
+
+
+def _start_worker(lexicon: Lexicon | None) -> None:
+    global _worker_forms
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (one line, no tracebacks)
+    _worker_forms = SurfaceForms(lexicon)
+
+
+def _in_worker(step: Callable, tasks: list) -> list:
+    return step(tasks, _worker_forms)
+
+
+class CheckPool:
+    """``workers`` processes that check and repair (``spawn``: safe beside CUDA and threads), each
+    with its own surface forms of ``lexicon``; started at once, so that they are ready when the
+    first window has been generated. :meth:`close` when done (or at exit)."""
+
+    def __init__(self, workers: int, lexicon: Lexicon | None) -> None:
+        import multiprocessing
+
+        self.workers = workers
+        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=(lexicon,))  # fmt: skip
+        for _ in range(workers):
+            self.executor.submit(_in_worker, _noop, [])
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _noop(tasks: list, forms) -> list:
+    return tasks
+
+
+# --- the pure steps (each maps a list of documents to a list of results) --------------------------
+def document_lines(chunks: Sequence[str], joiners: Sequence[str]) -> list[list[int]]:
+    """A document's lines as chunk indices: what a user corrupts as one text (a line break starts
+    one; a chunk that starts a heading stays with the line before it).
+
+    >>> document_lines(["a .", "b .", "# # c", "d ."], ["", " ", "\\n\\n", "\\n\\n"])
+    [[0, 1, 2], [3]]
+    """
+    lines: list[list[int]] = []
+    for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
+        if k == 0 or (joiner == LINE_JOINER and not starts_with_heading(chunk)):
+            lines.append([])
+        lines[-1].append(k)
+    return lines
+
+
+@dataclass
+class _Document:
+    chunks: list[str]
+    outputs: list[str]  # the model's, then the settled ones
+    joiners: list[str]
+    failing: list[int] = field(default_factory=list)
+    outcomes: dict[int, ChunkOutcome] = field(default_factory=dict)  # of the failing chunks
+    lines: list[LineDraft | None] = field(default_factory=list)  # None: waits for its chunks
+
+    def draft_lines(self, ready: Callable[[list[int]], bool]) -> None:
+        tidy = [tidy_spaces(output) for output in self.outputs]
+        for n, line in enumerate(document_lines(self.chunks, self.joiners)):
+            while len(self.lines) <= n:
+                self.lines.append(None)
+            if self.lines[n] is None and ready(line):
+                joiners = [""] + [self.joiners[k] for k in line[1:]]
+                self.lines[n] = draft_line([self.chunks[k] for k in line], [tidy[k] for k in line], joiners)
+
+
+def _check_step(documents: list[_Document], forms: SurfaceForms) -> list[tuple[list[int], list]]:
+    """Step 1: each document's failing chunks, and the drafts of its lines that have none."""
+    results = []
+    for doc in documents:
+        doc.failing = [k for k, (out, src) in enumerate(zip(doc.outputs, doc.chunks)) if not check(out, src)]
+        failing = set(doc.failing)
+        doc.draft_lines(lambda line: not failing.intersection(line))
+        results.append((doc.failing, doc.lines))
+    return results
+
+
+def _settle_step(tasks: list[tuple[_Document, list[list[str]]]], forms: SurfaceForms) -> list[tuple[dict, list]]:
+    """Step 3: the failing chunks settled with their hypotheses, then the document's other lines drafted."""
+    results = []
+    for doc, beams in tasks:
+        for k, hypotheses in zip(doc.failing, beams):
+            doc.outcomes[k] = settle_chunk(doc.chunks[k], doc.outputs[k], hypotheses, forms)
+            doc.outputs[k] = doc.outcomes[k].text
+        doc.draft_lines(lambda line: True)
+        results.append((doc.outcomes, doc.lines))
+    return results
+
+
+def _finish_step(tasks: list[tuple[LineDraft, list[list[str]]]], forms: SurfaceForms) -> list[tuple[str, FaithfulStats]]:
+    """Step 5: lines finished with the hypotheses of their spans."""
+    return [finish_line(draft, beams, forms) for draft, beams in tasks]
+
+
+# --- the driver --------------------------------------------------------------------------------------
+@dataclass
+class RestoredDocument:
+    """A faithful document: its text, its lines still unfaithful after repair, and what became
+    of each chunk (:class:`restore.faithful.ChunkOutcome`, in chunk order)."""
+
+    text: str
+    unfaithful_lines: int
+    chunks: list[ChunkOutcome]
+
+
+def _run(step: Callable, tasks: list, forms: SurfaceForms, pool: CheckPool | None, weights: Sequence[int]) -> list:
+    """``step(tasks, forms)`` in order: here, or in the pool in slices of about equal weight."""
+    if pool is None or len(tasks) < 2:
+        return step(tasks, forms)
+    share = max(1, math.ceil(sum(weights) / (pool.workers * TASKS_PER_WORKER)))
+    slices, current, load = [], [], 0
+    for task, weight in zip(tasks, weights):
+        current.append(task)
+        load += weight
+        if load >= share:
+            slices.append(current)
+            current, load = [], 0
+    if current:
+        slices.append(current)
+    futures = [pool.executor.submit(_in_worker, step, part) for part in slices]
+    return [result for future in futures for result in future.result()]
+
+
+def faithful_documents(
+    plans: Sequence[Plan],
+    outputs: Sequence[str],
+    redecode: Redecoder | None = None,
+    lexicon: Lexicon | SurfaceForms | None = None,
+    stats: FaithfulStats | None = None,
+    pool: CheckPool | None = None,
+) -> list[RestoredDocument]:
+    """The faithful documents of a window: ``plans`` (chunks and joiners of each document) and the
+    model's ``outputs`` for all their chunks in order; ``redecode`` as in :func:`restore.faithful.make_faithful`
+    (called at most twice: the failing chunks, then the failing junctions' spans); ``pool``: worker
+    processes (:class:`CheckPool`, with the same lexicon), or None to work here."""
+    stats = stats if stats is not None else FaithfulStats()
+    forms = as_surface_forms(lexicon)
+    documents, at = [], 0
+    for chunks, joiners in plans:
+        documents.append(_Document(list(chunks), list(outputs[at : at + len(chunks)]), list(joiners)))
+        at += len(chunks)
+    if at != len(outputs):
+        raise ValueError(f"{len(outputs)} outputs for {at} chunks")
+    sizes = [len(doc.chunks) for doc in documents]
+    # 1. checks
+    for doc, (failing, lines) in zip(documents, _run(_check_step, documents, forms, pool, sizes)):
+        doc.failing, doc.lines = failing, lines
+    stats.chunks += at
+    failing = [(doc, k) for doc in documents for k in doc.failing]
+    stats.failed_greedy += len(failing)
+    # 2. the failing chunks of the window, re-decoded in one call
+    sources = [doc.chunks[k] for doc, k in failing]
+    beams = iter(redecode(sources) if redecode and sources else [[] for _ in sources])
+    # 3. settled, and the lines that waited for them drafted
+    pending = [doc for doc in documents if doc.failing]
+    tasks = [(doc, [next(beams) for _ in doc.failing]) for doc in pending]
+    for doc, (outcomes, lines) in zip(pending, _run(_settle_step, tasks, forms, pool, [len(doc.failing) for doc in pending])):
+        doc.outcomes, doc.lines = outcomes, lines
+        for k, outcome in outcomes.items():
+            doc.outputs[k] = outcome.text
+            outcome.count(stats)
+    # 4. the spans of the failing junctions of the window, re-decoded in one call
+    drafts = [draft for doc in documents for draft in doc.lines]
+    spans = [source for draft in drafts for source in draft.span_sources]
+    span_beams = iter(redecode(spans) if redecode and spans else [[] for _ in spans])
+    # 5. lines finished (those that passed as a whole cost nothing), documents assembled
+    broken = [draft for draft in drafts if draft.text is None]
+    tasks = [(draft, [next(span_beams) for _ in draft.span_sources]) for draft in broken]
+    finished = iter(_run(_finish_step, tasks, forms, pool, [len(draft.sources) for draft in broken]))
+    restored = []
+    for doc in documents:
+        parts, unfaithful = [], 0
+        for line, draft in zip(document_lines(doc.chunks, doc.joiners), doc.lines):
+            text, counts = next(finished) if draft.text is None else (draft.text, FaithfulStats())
+            stats.merge(counts)
+            unfaithful += counts.unfaithful_lines
+            parts.append(doc.joiners[line[0]] + text)
+        kept = [doc.outcomes.get(k) or ChunkOutcome(doc.outputs[k], KEPT) for k in range(len(doc.chunks))]
+        restored.append(RestoredDocument("".join(parts), unfaithful, kept))
+    return restored
