@@ -26,7 +26,11 @@ generates the next window meanwhile. Without a pool they run here, in this proce
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import signal
+import tempfile
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -59,9 +63,9 @@ def check_workers(cpus: int, generator_cores: int) -> int:
     process (it drives the generator and gathers the results); 0 (checks in this process) when
     that leaves fewer than 2, since one worker only moves the work elsewhere and adds the sending.
 
-    On the CPU the generator takes every core (CTranslate2: one worker per core; PyTorch: its
-    threads), so a 2-core machine checks inline; on a GPU the generator takes one core (the thread
-    that drives the device), so 16 cores give 14 workers.
+    On the CPU, CTranslate2 runs one decoding worker per core, so the checks run inline; PyTorch
+    runs on its threads (one by default), so a 2-core machine checks inline too. On a GPU the
+    generator takes one core (the thread that drives the device): 16 cores give 14 workers.
 
     >>> check_workers(2, 2), check_workers(2, 1), check_workers(16, 1), check_workers(4, 1)
     (0, 0, 14, 2)
@@ -85,9 +89,13 @@ def generator_cores(generator, device_type: str) -> int:
 _worker_forms: SurfaceForms | None = None
 
 
-def _start_worker(lexicon: Lexicon | None) -> None:
+def _start_worker(lexicon_file: str | None) -> None:
     global _worker_forms
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (one line, no tracebacks)
+    lexicon = None
+    if lexicon_file:
+        with open(lexicon_file, "rb") as f:
+            lexicon = pickle.load(f)
     _worker_forms = SurfaceForms(lexicon)
 
 
@@ -98,19 +106,38 @@ def _in_worker(step: Callable, tasks: list) -> list:
 class CheckPool:
     """``workers`` processes that check and repair (``spawn``: safe beside CUDA and threads), each
     with its own surface forms of ``lexicon``; started at once, so that they are ready when the
-    first window has been generated. :meth:`close` when done (or at exit)."""
+    first window has been generated (``started``: one future per worker). :meth:`close` when done
+    (or at exit).
+
+    The lexicon reaches the workers through a temporary file: handed over at their start, its
+    megabytes would fill the pipe, and starting each worker would wait for the one before.
+    """
 
     def __init__(self, workers: int, lexicon: Lexicon | None) -> None:
         import multiprocessing
 
         self.workers = workers
+        lexicon_file = None
+        if lexicon is not None:
+            fd, lexicon_file = tempfile.mkstemp(prefix="restore-lexicon-", suffix=".pickle")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(lexicon, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._remove = weakref.finalize(self, _remove_file, lexicon_file)
         self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(lexicon,))  # fmt: skip
-        for _ in range(workers):
-            self.executor.submit(_in_worker, _noop, [])
+                                            initializer=_start_worker, initargs=(lexicon_file,))  # fmt: skip
+        self.started = [self.executor.submit(_in_worker, _noop, []) for _ in range(workers)]
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self._remove()
+
+
+def _remove_file(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _noop(tasks: list, forms) -> list:

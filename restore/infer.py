@@ -204,6 +204,7 @@ class Restorer:
         # None: the cores the generator leaves free, see check_workers; 0: in this process).
         self.check_workers = check_workers
         self._pool: CheckPool | None = None
+        self._pool_checked = False  # the pool's size was decided (0: none)
 
     @classmethod
     def from_pretrained(
@@ -241,11 +242,20 @@ class Restorer:
         max_positions = read_max_positions(info.path)  # config.json first: the tokenizer reads it too, and would take the blame
         tokenizer = load_tokenizer(info.path)
         own["lexicon"] = load_lexicon(info.path)
-        generator = factory(info.path, resolved, dtype_for(resolved), **options)
-        return cls(
+        # On a GPU the generator takes one core whatever it is: the check workers start while it loads.
+        pool = _early_pool(own, resolved.type)
+        try:
+            generator = factory(info.path, resolved, dtype_for(resolved), **options)
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
+        restorer = cls(
             tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
             num_beams=num_beams, max_positions=max_positions, **own,
         )  # fmt: skip
+        restorer._pool = pool
+        return restorer
 
     # documents ------------------------------------------------------------------------------------
     def restore(self, document: str) -> str:
@@ -319,10 +329,10 @@ class Restorer:
         """The worker processes of the faithfulness checks, started on first use (None: check here).
 
         Their number is ``check_workers``, else :func:`restore.faithful_window.check_workers`: the
-        cores the generator leaves free, less one for this process; 0 below 2 (on the CPU, where the
-        generator takes every core, always 0).
+        cores the generator leaves free, less one for this process; 0 below 2 (on a CPU where the
+        generator takes every core, as CTranslate2 does, always 0).
         """
-        if self._pool is None and self.faithful:
+        if self._pool is None and self.faithful and not self._pool_checked:
             from restore.device import available_cpus
 
             workers = self.check_workers
@@ -330,13 +340,14 @@ class Restorer:
                 workers = check_workers(available_cpus(), generator_cores(self.generator, self.device.type))
             if workers > 0:
                 self._pool = CheckPool(workers, self.surface_forms.lexicon)
+            self._pool_checked = True
         return self._pool
 
     def close(self) -> None:
         """Stop the check workers, if any were started (they also stop when the process exits)."""
         if self._pool is not None:
             self._pool.close()
-            self._pool = None
+        self._pool, self._pool_checked = None, False
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[str] | None = None) -> list[str]:
@@ -466,6 +477,16 @@ def check_positive(option: str, value: int) -> None:
     """
     if value < 1:
         raise RestoreError(f"{option} must be a positive integer, got {value}")
+
+
+def _early_pool(own: dict, device_type: str) -> CheckPool | None:
+    if device_type == "cpu" or not own.get("faithful", True):
+        return None
+    from restore.device import available_cpus
+
+    workers = own.get("check_workers")
+    workers = check_workers(available_cpus(), 1) if workers is None else workers
+    return CheckPool(workers, own.get("lexicon")) if workers > 0 else None
 
 
 def _window_chunks(plans: list[tuple[list[str], list[str]]]) -> list[str]:
