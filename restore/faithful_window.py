@@ -4,16 +4,17 @@ The Restorer (:mod:`restore.infer`) drafts a window of chunks on the device and 
 here. :func:`faithful_documents` gives the same texts and counts as :func:`restore.faithful.make_faithful`
 on the window's chunks followed by :func:`restore.faithful.join_faithful` on each line, in this order:
 
-1. every document's chunks are checked, and its lines whose chunks all pass are read as one text
+1. every line's chunks are checked, and the lines whose chunks all pass are read as one text
    (:func:`restore.faithful.draft_line`);
 2. the failing chunks of the whole window are re-decoded with beams in ONE call;
-3. the documents with failing chunks settle them (:func:`restore.faithful.settle_chunk`: the first
-   passing hypothesis, else repair) and read their remaining lines;
+3. the lines with failing chunks settle them (:func:`restore.faithful.settle_chunk`: the first
+   passing hypothesis, else repair) and are read as one text;
 4. the spans around the failing junctions of the whole window are re-decoded in ONE call;
 5. those lines are finished (:func:`restore.faithful.finish_line`) and the documents assembled.
 
-Steps 1, 3 and 5 are pure functions of the documents (corrupting text back: Punkt, the Treebank
-tokenizer, the lemmatizer and the stemmer, all in Python) and run in a pool of worker processes
+Steps 1, 3 and 5 are pure functions of a line (a document's chunks between line breaks: what a
+user corrupts as one text), which corrupt text back (Punkt, the Treebank tokenizer, the
+lemmatizer and the stemmer, all in Python); lines go to a pool of worker processes
 when the generator leaves cores free (:func:`check_workers`); with overlap (on CUDA) the device
 generates the next window meanwhile. Without a pool they run here, in this process.
 
@@ -161,44 +162,40 @@ def document_lines(chunks: Sequence[str], joiners: Sequence[str]) -> list[list[i
 
 
 @dataclass
-class _Document:
+class _Line:
+    """One line of a document (the unit of work: what a user corrupts as one text)."""
+
     chunks: list[str]
     outputs: list[str]  # the model's, then the settled ones
-    joiners: list[str]
+    joiners: list[str]  # "" before the first chunk
     failing: list[int] = field(default_factory=list)
     outcomes: dict[int, ChunkOutcome] = field(default_factory=dict)  # of the failing chunks
-    lines: list[LineDraft | None] = field(default_factory=list)  # None: waits for its chunks
+    draft: LineDraft | None = None  # once every chunk passes alone
 
-    def draft_lines(self, ready: Callable[[list[int]], bool]) -> None:
-        tidy = [tidy_spaces(output) for output in self.outputs]
-        for n, line in enumerate(document_lines(self.chunks, self.joiners)):
-            while len(self.lines) <= n:
-                self.lines.append(None)
-            if self.lines[n] is None and ready(line):
-                joiners = [""] + [self.joiners[k] for k in line[1:]]
-                self.lines[n] = draft_line([self.chunks[k] for k in line], [tidy[k] for k in line], joiners)
+    def draft_line(self) -> None:
+        self.draft = draft_line(self.chunks, [tidy_spaces(output) for output in self.outputs], self.joiners)
 
 
-def _check_step(documents: list[_Document], forms: SurfaceForms) -> list[tuple[list[int], list]]:
-    """Step 1: each document's failing chunks, and the drafts of its lines that have none."""
+def _check_step(lines: list[_Line], forms: SurfaceForms) -> list[tuple[list[int], LineDraft | None]]:
+    """Step 1: each line's failing chunks, and the draft of the line if there are none."""
     results = []
-    for doc in documents:
-        doc.failing = [k for k, (out, src) in enumerate(zip(doc.outputs, doc.chunks)) if not check(out, src)]
-        failing = set(doc.failing)
-        doc.draft_lines(lambda line: not failing.intersection(line))
-        results.append((doc.failing, doc.lines))
+    for line in lines:
+        line.failing = [k for k, (out, src) in enumerate(zip(line.outputs, line.chunks)) if not check(out, src)]
+        if not line.failing:
+            line.draft_line()
+        results.append((line.failing, line.draft))
     return results
 
 
-def _settle_step(tasks: list[tuple[_Document, list[list[str]]]], forms: SurfaceForms) -> list[tuple[dict, list]]:
-    """Step 3: the failing chunks settled with their hypotheses, then the document's other lines drafted."""
+def _settle_step(tasks: list[tuple[_Line, list[list[str]]]], forms: SurfaceForms) -> list[tuple[dict, LineDraft]]:
+    """Step 3: a line's failing chunks settled with their hypotheses, then the line drafted."""
     results = []
-    for doc, beams in tasks:
-        for k, hypotheses in zip(doc.failing, beams):
-            doc.outcomes[k] = settle_chunk(doc.chunks[k], doc.outputs[k], hypotheses, forms)
-            doc.outputs[k] = doc.outcomes[k].text
-        doc.draft_lines(lambda line: True)
-        results.append((doc.outcomes, doc.lines))
+    for line, beams in tasks:
+        for k, hypotheses in zip(line.failing, beams):
+            line.outcomes[k] = settle_chunk(line.chunks[k], line.outputs[k], hypotheses, forms)
+            line.outputs[k] = line.outcomes[k].text
+        line.draft_line()
+        results.append((line.outcomes, line.draft))
     return results
 
 
@@ -250,46 +247,47 @@ def faithful_documents(
     processes (:class:`CheckPool`, with the same lexicon), or None to work here."""
     stats = stats if stats is not None else FaithfulStats()
     forms = as_surface_forms(lexicon)
-    documents, at = [], 0
+    if sum(len(chunks) for chunks, _ in plans) != len(outputs):
+        raise ValueError(f"{len(outputs)} outputs for {sum(len(chunks) for chunks, _ in plans)} chunks")
+    documents, lines, at = [], [], 0  # documents: the joiner before each line, and the lines' indices
     for chunks, joiners in plans:
-        documents.append(_Document(list(chunks), list(outputs[at : at + len(chunks)]), list(joiners)))
+        indices = document_lines(chunks, joiners)
+        documents.append(([joiners[line[0]] for line in indices], range(len(lines), len(lines) + len(indices))))
+        for line in indices:
+            lines.append(_Line([chunks[k] for k in line], [outputs[at + k] for k in line], [""] + [joiners[k] for k in line[1:]]))
         at += len(chunks)
-    if at != len(outputs):
-        raise ValueError(f"{len(outputs)} outputs for {at} chunks")
-    sizes = [len(doc.chunks) for doc in documents]
     # 1. checks
-    for doc, (failing, lines) in zip(documents, _run(_check_step, documents, forms, pool, sizes)):
-        doc.failing, doc.lines = failing, lines
+    for line, (failing, draft) in zip(lines, _run(_check_step, lines, forms, pool, [len(line.chunks) for line in lines])):
+        line.failing, line.draft = failing, draft
     stats.chunks += at
-    failing = [(doc, k) for doc in documents for k in doc.failing]
-    stats.failed_greedy += len(failing)
+    pending = [line for line in lines if line.failing]
+    sources = [line.chunks[k] for line in pending for k in line.failing]
+    stats.failed_greedy += len(sources)
     # 2. the failing chunks of the window, re-decoded in one call
-    sources = [doc.chunks[k] for doc, k in failing]
     beams = iter(redecode(sources) if redecode and sources else [[] for _ in sources])
-    # 3. settled, and the lines that waited for them drafted
-    pending = [doc for doc in documents if doc.failing]
-    tasks = [(doc, [next(beams) for _ in doc.failing]) for doc in pending]
-    for doc, (outcomes, lines) in zip(pending, _run(_settle_step, tasks, forms, pool, [len(doc.failing) for doc in pending])):
-        doc.outcomes, doc.lines = outcomes, lines
+    # 3. settled, and their lines drafted
+    tasks = [(line, [next(beams) for _ in line.failing]) for line in pending]
+    for line, (outcomes, draft) in zip(pending, _run(_settle_step, tasks, forms, pool, [len(line.failing) for line in pending])):
+        line.outcomes, line.draft = outcomes, draft
         for k, outcome in outcomes.items():
-            doc.outputs[k] = outcome.text
+            line.outputs[k] = outcome.text
             outcome.count(stats)
     # 4. the spans of the failing junctions of the window, re-decoded in one call
-    drafts = [draft for doc in documents for draft in doc.lines]
-    spans = [source for draft in drafts for source in draft.span_sources]
+    spans = [source for line in lines for source in line.draft.span_sources]
     span_beams = iter(redecode(spans) if redecode and spans else [[] for _ in spans])
     # 5. lines finished (those that passed as a whole cost nothing), documents assembled
-    broken = [draft for draft in drafts if draft.text is None]
+    broken = [line.draft for line in lines if line.draft.text is None]
     tasks = [(draft, [next(span_beams) for _ in draft.span_sources]) for draft in broken]
     finished = iter(_run(_finish_step, tasks, forms, pool, [len(draft.sources) for draft in broken]))
+    texts = []
+    for line in lines:
+        text, counts = next(finished) if line.draft.text is None else (line.draft.text, FaithfulStats())
+        stats.merge(counts)
+        texts.append((text, counts.unfaithful_lines))
     restored = []
-    for doc in documents:
-        parts, unfaithful = [], 0
-        for line, draft in zip(document_lines(doc.chunks, doc.joiners), doc.lines):
-            text, counts = next(finished) if draft.text is None else (draft.text, FaithfulStats())
-            stats.merge(counts)
-            unfaithful += counts.unfaithful_lines
-            parts.append(doc.joiners[line[0]] + text)
-        kept = [doc.outcomes.get(k) or ChunkOutcome(doc.outputs[k], KEPT) for k in range(len(doc.chunks))]
-        restored.append(RestoredDocument("".join(parts), unfaithful, kept))
+    for heads, mine in documents:
+        outcomes = [lines[n].outcomes.get(k) or ChunkOutcome(lines[n].outputs[k], KEPT) for n in mine for k in range(len(lines[n].chunks))]
+        restored.append(RestoredDocument(
+            "".join(head + texts[n][0] for head, n in zip(heads, mine)), sum(texts[n][1] for n in mine), outcomes,
+        ))  # fmt: skip
     return restored

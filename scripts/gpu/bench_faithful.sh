@@ -34,6 +34,8 @@ NAIVE_CHUNKS=${NAIVE_CHUNKS:-16}
 GENERATE_BATCH=${GENERATE_BATCH:-256}
 IDENTITY_CHUNKS=${IDENTITY_CHUNKS:-64}
 TIME_BOX=${TIME_BOX:-25}              # most seconds of each end-to-end goal row
+INPUTS=${INPUTS-examples/seed.txt}    # text files bench_faithful.py restores as restore infer does
+ROUNDS=${ROUNDS:-2}                   # bench_faithful.py's interleaved rounds (the first warms up)
 TOTAL_SECONDS=${TOTAL_SECONDS:-175}   # the whole script (3 minutes, less a margin for the copy back)
 EVAL_SECONDS=${EVAL_SECONDS:-35}      # most seconds of each restore eval run
 GOAL_SECONDS=${GOAL_SECONDS:-70}      # ... of bench_infer.py --goal
@@ -75,7 +77,7 @@ elapsed
 
 # 3. stages, and the pool against inline checks
 timeout "$(budget "$FAITHFUL_SECONDS" 3)" "$PYTHON" scripts/bench_faithful.py --out /tmp/bench-faithful --device "$DEVICE" --backend torch \
-  --input examples/seed.txt --check-workers auto 0 --rounds 2 "${limit_args[@]}" > "$OUT/faithful.log" 2>&1
+  --input $INPUTS --check-workers auto 0 --rounds "$ROUNDS" "${limit_args[@]}" > "$OUT/faithful.log" 2>&1
 cp /tmp/bench-faithful/results.txt "$OUT/faithful.txt" 2>/dev/null
 cp /tmp/bench-faithful/results.json "$OUT/faithful.json" 2>/dev/null
 elapsed
