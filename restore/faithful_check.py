@@ -45,7 +45,7 @@ def roundtrip(text: str) -> tuple[str, ...]:
 
     Punkt splits the whole text (a sentence boundary depends on its context), then each
     sentence's tokens come from the per-sentence cache; the result equals the uncached one
-    (``tests/test_faithful.py`` checks it on the 339 test vectors and on model outputs).
+    (``tests/test_faithful_window.py`` checks it on the 339 test vectors and the test split).
 
     >>> roundtrip("He received the news. It was 1905.")
     ('receiv', 'news', '.', '1905', '.')

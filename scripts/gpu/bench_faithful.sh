@@ -5,9 +5,11 @@
 # Prepare here (git-ignored folders, named in the device tool's `carry`; 7.8 MB with the wheel):
 #   mkdir -p .data .whl && cp ../shared/data/wiki/train-10.jsonl.xz .data/ && cp ../shared/wheels/nltk-3.9.2-py3-none-any.whl .whl/
 # Run there:   bash scripts/gpu/bench_faithful.sh          (carry [".data", ".whl"], timeout_s 240)
-# Dry run on the CPU (what it was tried with: 2 cores, torch on the CPU, small counts, ~6 minutes):
-#   OUT=/tmp/bench-faithful DEVICE=cpu WHEELS=/nonexistent EVAL_LIMIT=60 GOAL_CHUNKS=120 WARMUP_CHUNKS=16 \
-#     NAIVE_CHUNKS=4 GENERATE_BATCH=16 IDENTITY_CHUNKS=8 TIME_BOX=60 bash scripts/gpu/bench_faithful.sh
+# Dry run on the CPU (as it was run on the 2-core Intel VM, torch on the CPU, small counts; 17 minutes
+# at a load average of 10, every step complete):
+#   OUT=/tmp/w23/gpu-dry/out DEVICE=cpu WHEELS=/nonexistent PYTHON=/work/main/.venv/bin/python EVAL_LIMIT=60 \
+#     GOAL_CHUNKS=120 WARMUP_CHUNKS=16 NAIVE_CHUNKS=4 GENERATE_BATCH=16 IDENTITY_CHUNKS=8 TIME_BOX=60 INPUTS= \
+#     ROUNDS=1 TOTAL_SECONDS=2400 EVAL_SECONDS=400 GOAL_SECONDS=900 FAITHFUL_SECONDS=900 bash scripts/gpu/bench_faithful.sh
 #
 # Steps (each with its own time limit, within TOTAL_SECONDS in all, so that a slow one cannot take
 # the others' results):
@@ -42,6 +44,7 @@ GOAL_SECONDS=${GOAL_SECONDS:-70}      # ... of bench_infer.py --goal
 FAITHFUL_SECONDS=${FAITHFUL_SECONDS:-60}  # ... of bench_faithful.py (whatever is left, at most this)
 deadline=$((started + TOTAL_SECONDS))
 mkdir -p "$OUT"
+rm -rf /tmp/bench-goal /tmp/bench-faithful  # the scripts' own folders: results of this run only
 # seconds for a step: at most $1, and no later than the deadline less $2 (kept for the steps after it)
 budget() { local left=$(( deadline - $(date +%s) - $2 )); (( left < $1 )) && echo $(( left > 5 ? left : 5 )) || echo "$1"; }
 
