@@ -69,7 +69,7 @@ class StageClock:
 
         self.window, self.seconds = window, defaultdict(float)
         self.run, self.faithful_documents = window._run, window.faithful_documents
-        self.redecode_calls = 0
+        self.settled = False
 
     def __enter__(self):
         clock = self
@@ -80,16 +80,18 @@ class StageClock:
                 return clock.run(step, *args, **kwargs)
             finally:
                 clock.seconds[step.__name__] += time.perf_counter() - start
+                clock.settled = clock.settled or step.__name__ == "_settle_step"
 
         def timed_documents(plans, outputs, redecode=None, *args, **kwargs):
-            calls = iter(("beam re-decode (chunks)", "beam re-decode (junctions)"))
+            clock.settled = False  # re-decodes before the failing chunks are settled are theirs, after it the junctions'
 
             def timed_redecode(sources):
                 start = time.perf_counter()
                 try:
                     return redecode(sources)
                 finally:
-                    clock.seconds[next(calls)] += time.perf_counter() - start
+                    name = "beam re-decode (junctions)" if clock.settled else "beam re-decode (chunks)"
+                    clock.seconds[name] += time.perf_counter() - start
 
             return clock.faithful_documents(plans, outputs, timed_redecode if redecode else None, *args, **kwargs)
 

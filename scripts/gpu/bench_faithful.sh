@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Issue 23: what faithfulness costs on one GPU with the shipped model (models/restore-small), in one
-# call of at most 3 minutes; every result is written to $OUT as soon as it exists (5 files).
+# call of at most 3 minutes; every result is written to $OUT as soon as it exists (7 files).
 #
 # Prepare here (git-ignored folders, named in the device tool's `carry`; 7.8 MB with the wheel):
 #   mkdir -p .data .whl && cp ../shared/data/wiki/train-10.jsonl.xz .data/ && cp ../shared/wheels/nltk-3.9.2-py3-none-any.whl .whl/
 # Run there:   bash scripts/gpu/bench_faithful.sh          (carry [".data", ".whl"], timeout_s 240)
-# Dry run on the CPU (as it was run on the 2-core Intel VM, torch on the CPU, small counts; 17 minutes
-# at a load average of 10, every step complete):
-#   OUT=/tmp/w23/gpu-dry/out DEVICE=cpu WHEELS=/nonexistent PYTHON=/work/main/.venv/bin/python EVAL_LIMIT=60 \
-#     GOAL_CHUNKS=120 WARMUP_CHUNKS=16 NAIVE_CHUNKS=4 GENERATE_BATCH=16 IDENTITY_CHUNKS=8 TIME_BOX=60 INPUTS= \
-#     ROUNDS=1 TOTAL_SECONDS=2400 EVAL_SECONDS=400 GOAL_SECONDS=900 FAITHFUL_SECONDS=900 bash scripts/gpu/bench_faithful.sh
+# Dry run on the CPU (as it was run on the 2-core Intel VM, torch on the CPU, tiny counts: 71 s at a
+# load average of 3, every step complete; with EVAL_LIMIT=60 GOAL_CHUNKS=120 it took 17 minutes at 10):
+#   OUT=/tmp/w23/gpu-dry2/out DEVICE=cpu WHEELS=/nonexistent PYTHON=/work/main/.venv/bin/python EVAL_LIMIT=10 \
+#     GOAL_CHUNKS=30 WARMUP_CHUNKS=8 NAIVE_CHUNKS=2 GENERATE_BATCH=8 IDENTITY_CHUNKS=4 TIME_BOX=30 INPUTS= ROUNDS=1 \
+#     TOTAL_SECONDS=1200 EVAL_SECONDS=200 GOAL_SECONDS=400 FAITHFUL_SECONDS=300 bash scripts/gpu/bench_faithful.sh
 #
 # Steps (each with its own time limit, within TOTAL_SECONDS in all, so that a slow one cannot take
 # the others' results):
