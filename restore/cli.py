@@ -79,9 +79,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _check_model_options(args: argparse.Namespace) -> None:
-    from restore.infer import check_positive
+    from restore.settings import check_positive
 
-    from restore.infer import DEFAULT_QUALITY, decoding_for
+    from restore.settings import DEFAULT_QUALITY, decoding_for
 
     if args.batch_tokens is not None:
         check_positive("--batch-tokens", args.batch_tokens)
@@ -171,7 +171,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from restore.infer import check_positive
+    from restore.settings import check_positive
 
     _check_model_options(args)
     for option in ("batch_words", "max_request_bytes", "max_text_chars"):
@@ -218,7 +218,7 @@ def _add_lexicon(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_lexicon(args: argparse.Namespace) -> None:
     from restore.baselines import build_lexicon
-    from restore.infer import check_positive
+    from restore.settings import check_positive
 
     if args.limit is not None:
         check_positive("--limit", args.limit)

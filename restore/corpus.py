@@ -110,7 +110,8 @@ def run_corpus_cli(args) -> None:
 def _run_local(plan: CorpusPlan, args) -> tuple[SinkStats, str]:
     from restore.checkpoint import resolve_model
     from restore.device import prepare_model_run
-    from restore.infer import Restorer, restorer_options
+    from restore.infer import Restorer
+    from restore.settings import restorer_options
 
     model = resolve_model(args.model).path  # checked before torch is imported
     prepare_model_run()

@@ -192,6 +192,28 @@ def corrupt_tokens(text: str) -> list[str]:
     return [tok for sentence in split_sentences(text) for tok in corrupt_sentence(sentence)]
 
 
+# Faithfulness checks corrupt the same sentences again and again (a chunk, then its line, its beam
+# hypotheses, each repair round); steps 2-5 of a sentence depend on that sentence alone, so they are
+# memoized per Punkt sentence. Step 1 reads across sentences: it is cached per whole text only.
+SENTENCE_CACHE = 1 << 15
+
+
+@lru_cache(maxsize=SENTENCE_CACHE)
+def corrupt_sentence_cached(sentence: str) -> tuple[str, ...]:
+    """:func:`corrupt_sentence`, memoized per sentence (a tuple: the cached value cannot be changed).
+
+    >>> corrupt_sentence_cached("He received the news.") == tuple(corrupt_sentence("He received the news."))
+    True
+    """
+    return tuple(corrupt_sentence(sentence))
+
+
+@lru_cache(maxsize=SENTENCE_CACHE)
+def tokenize_words_cached(sentence: str) -> tuple[str, ...]:
+    """:func:`tokenize_words`, memoized per sentence (what repair re-reads of a text it edits)."""
+    return tuple(tokenize_words(sentence))
+
+
 def corrupt(text: str) -> str:
     """The whole preprocessing: one line of space-separated tokens (empty input -> '').
 

@@ -6,6 +6,8 @@ name, a number or a claim fails this check. This module holds the check and what
 by it; :mod:`restore.repair` edits a text until it passes, :mod:`restore.faithful` drives
 both over a batch of chunks and a line of them.
 
+- :func:`roundtrip`: the corrupted tokens of a text, memoized (per text, and per Punkt sentence
+  inside it: a faithful run corrupts the same outputs and sentences many times);
 - :func:`check` / :func:`check_content`: exact / content-token (all but punctuation) round trip;
 - :func:`choose_faithful`: the first hypothesis (e.g. of a beam) that passes;
 - :func:`closest`: the hypothesis cheapest to repair.
@@ -18,9 +20,14 @@ both over a batch of chunks and a line of them.
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 from typing import Iterable, Sequence
 
-from restore.corrupt import corrupt_tokens
+from restore.corrupt import corrupt_sentence_cached, split_sentences
+
+# Texts whose round trip is kept: a window's outputs, beam hypotheses and repair candidates are
+# checked again within moments (a chunk, then its line; a hypothesis, then the closest one).
+TEXT_CACHE = 1 << 12
 
 
 def content_tokens(tokens: Iterable[str]) -> list[str]:
@@ -32,13 +39,27 @@ def content_tokens(tokens: Iterable[str]) -> list[str]:
     return [t for t in tokens if any(c.isalnum() for c in t)]
 
 
+@lru_cache(maxsize=TEXT_CACHE)
+def roundtrip(text: str) -> tuple[str, ...]:
+    """The corrupted tokens of ``text``: :func:`restore.corrupt.corrupt_tokens`, memoized.
+
+    Punkt splits the whole text (a sentence boundary depends on its context), then each
+    sentence's tokens come from the per-sentence cache; the result equals the uncached one
+    (``tests/test_faithful_window.py`` checks it on the 339 test vectors and the test split).
+
+    >>> roundtrip("He received the news. It was 1905.")
+    ('receiv', 'news', '.', '1905', '.')
+    """
+    return tuple(tok for sentence in split_sentences(text) for tok in corrupt_sentence_cached(sentence))
+
+
 def check(output: str, source: str) -> bool:
     """True if ``output`` corrupts back to exactly ``source`` (whitespace-separated tokens).
 
     >>> check("He received the news.", "receiv news ."), check("He got the news.", "receiv news .")
     (True, False)
     """
-    return corrupt_tokens(output) == source.split()
+    return roundtrip(output) == tuple(source.split())
 
 
 def check_content(output: str, source: str) -> bool:
@@ -47,7 +68,7 @@ def check_content(output: str, source: str) -> bool:
     >>> check_content("He received the news", "receiv news ."), check("He received the news", "receiv news .")
     (True, False)
     """
-    return content_tokens(corrupt_tokens(output)) == content_tokens(source.split())
+    return content_tokens(roundtrip(output)) == content_tokens(source.split())
 
 
 def choose_faithful(hypotheses: Sequence[str], source: str) -> str | None:
@@ -70,6 +91,6 @@ def closest(hypotheses: Sequence[str], source: str) -> str:
     target = source.split()
 
     def similarity(h: str) -> float:
-        return difflib.SequenceMatcher(None, corrupt_tokens(h), target, autojunk=False).ratio()
+        return difflib.SequenceMatcher(None, roundtrip(h), target, autojunk=False).ratio()
 
     return max(hypotheses, key=similarity)  # max keeps the first (best-ranked) on ties

@@ -18,8 +18,8 @@ Each chunk may generate at most ``ceil(4 * source ids) + 16`` tokens (capped by
 the model's positions), so a degenerate model cannot loop forever. With ``faithful``
 (the default) every output is made to corrupt back to its source (:mod:`restore.faithful`).
 
-This module is the :class:`Restorer` (and the options a command builds it from,
-:func:`restorer_options`); ``restore infer`` runs it on files (:mod:`restore.infer_files`)
+This module is the :class:`Restorer` (built from :func:`restore.settings.restorer_settings`);
+``restore infer`` runs it on files (:mod:`restore.infer_files`)
 or on shards (:mod:`restore.corpus`).
 
 >>> chunks, joiners = document_chunks("a b . c d .\\n# # e f . g", ChunkConfig(max_source_words=5))
@@ -40,18 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 
 from restore.batching import budget_batches
-from restore.chunking import (
-    CHUNK_JOINER,
-    LINE_JOINER,
-    ChunkConfig,
-    assemble,
-    document_chunks,
-    split_in_half,
-    starts_with_heading,
-    tidy_spaces,
-)
+from restore.chunking import CHUNK_JOINER, ChunkConfig, assemble, document_chunks, split_in_half
 from restore.errors import RestoreError
-from restore.faithful import FaithfulStats, join_faithful, make_faithful
+from restore.faithful import FaithfulStats, make_faithful
+from restore.faithful_window import CheckPool, check_workers, faithful_documents, generator_cores
+from restore.settings import check_positive
 from restore.surface_forms import SurfaceForms
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
@@ -192,6 +185,7 @@ class Restorer:
         faithful: bool = True,
         lexicon=None,
         overlap: bool | None = None,
+        check_workers: int | None = None,
     ):
         import torch
 
@@ -221,6 +215,11 @@ class Restorer:
         # thread checks, repairs and assembles the current one (see restore_many).
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self._generating = threading.Lock()  # one batch on the generator at a time (worker vs beam repair)
+        # Checks and repairs of a window run in this many worker processes (restore.faithful_window;
+        # None: the cores the generator leaves free, see check_workers; 0: in this process).
+        self.check_workers = check_workers
+        self._pool: CheckPool | None = None
+        self._pool_checked = False  # the pool's size was decided (0: none)
 
     @classmethod
     def from_pretrained(
@@ -238,7 +237,7 @@ class Restorer:
         ``options`` go to the backend (``static_cache=True`` for the torch backend,
         ``compute_type`` for ctranslate2: default ``auto``, see :func:`restore.backend_choice.choose_backend`),
         except the Restorer's own keywords (``window_chunks``, ``faithful_beams``, ``new_tokens``,
-        ``progress``, ``faithful``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
+        ``progress``, ``faithful``, ``overlap``, ``check_workers``). ``backend="auto"``: ctranslate2 on the CPU when it is installed
         (the fastest CPU path; int8 only where the CPU computes it accurately), else torch.
         Threads and logging are the caller's (the command line sets them up).
         """
@@ -249,7 +248,7 @@ class Restorer:
         from restore.device import dtype_for, resolve_device
 
         resolved = resolve_device(device)
-        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap") if k in options}
+        own = {k: options.pop(k) for k in ("window_chunks", "faithful_beams", "new_tokens", "progress", "faithful", "overlap", "check_workers") if k in options}
         if isinstance(backend, str):
             compute_type = options.pop("compute_type", None) or "auto"
             choice = choose_backend(
@@ -262,11 +261,20 @@ class Restorer:
         max_positions = read_max_positions(info.path)  # config.json first: the tokenizer reads it too, and would take the blame
         tokenizer = load_tokenizer(info.path)
         own["lexicon"] = load_lexicon(info.path)
-        generator = factory(info.path, resolved, dtype_for(resolved), **options)
-        return cls(
+        # On a GPU the generator takes one core whatever it is: the check workers start while it loads.
+        pool = _early_pool(own, resolved.type)
+        try:
+            generator = factory(info.path, resolved, dtype_for(resolved), **options)
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
+        restorer = cls(
             tokenizer, generator, info.chunking, device=resolved, batch_tokens=batch_tokens,
             num_beams=num_beams, length_penalty=length_penalty, max_positions=max_positions, **own,
         )  # fmt: skip
+        restorer._pool = pool
+        return restorer
 
     # documents ------------------------------------------------------------------------------------
     def restore(self, document: str) -> str:
@@ -290,6 +298,7 @@ class Restorer:
         """
         size = _WindowSize(self.window_chunks)
         windows = self._windows(documents, size)
+        self.check_pool()  # check workers (if any) start while the first window is generated
         if not self.overlap:
             for plans in windows:
                 start = time.perf_counter()
@@ -326,45 +335,41 @@ class Restorer:
         yield window
 
     def _restore_window(self, plans: list[tuple[list[str], list[str]]], drafts: list[list[str]] | None = None) -> list[RestoredDocument]:
-        window_outcomes: list[str] = []
-        outputs = iter(self.restore_chunks(_window_chunks(plans), drafts=drafts, outcomes=window_outcomes))
-        outcomes = iter(window_outcomes)
-        restored = []
-        for chunks, joiners in plans:
-            self.stats.documents += 1
-            document = [next(outputs) for _ in chunks]
-            if not self.faithful:
-                restored.append(RestoredDocument(assemble(document, joiners), 0))
-                continue
-            before = self.stats.faithful.unfaithful_lines
-            decided = [next(outcomes) for _ in chunks]
-            text = self.join_lines(chunks, document, joiners, decided)
-            restored.append(RestoredDocument(text, self.stats.faithful.unfaithful_lines - before, tuple(decided)))
-        return restored
+        chunks = _window_chunks(plans)
+        candidates = drafts if drafts is not None else self.draft(chunks)
+        self.stats.documents += len(plans)
+        if not self.faithful:
+            outputs = iter(hypotheses[0] for hypotheses in candidates)
+            return [RestoredDocument(assemble([next(outputs) for _ in cs], joiners), 0) for cs, joiners in plans]
+        documents = faithful_documents(
+            plans, [hypotheses[0] for hypotheses in candidates], self._beam_candidates, self.surface_forms,
+            self.stats.faithful, self.check_pool(), self._known_hypotheses(chunks, candidates),
+        )  # fmt: skip
+        return [RestoredDocument(d.text, d.unfaithful_lines, tuple(c.how for c in d.chunks)) for d in documents]
 
-    def join_lines(self, chunks: list[str], outputs: list[str], joiners: list[str], outcomes: list[str] | None = None) -> str:
-        """A document from its chunk outputs, each line faithful as a whole (restore.faithful.join_faithful).
+    def check_pool(self) -> CheckPool | None:
+        """The worker processes of the faithfulness checks, started on first use (None: check here).
 
-        A line is what a user corrupts as one text: the chunks between line breaks (a chunk
-        that starts a heading stays with the line before it). ``outcomes`` (one per chunk, if
-        given) are updated where a junction is re-decoded or repaired.
+        Their number is ``check_workers``, else :func:`restore.faithful_window.check_workers`: the
+        cores the generator leaves free, less one for this process; 0 below 2 (on a CPU where the
+        generator takes every core, as CTranslate2 does, always 0).
         """
-        lines: list[list[int]] = []
-        for k, (chunk, joiner) in enumerate(zip(chunks, joiners)):
-            if k == 0 or (joiner == LINE_JOINER and not starts_with_heading(chunk)):
-                lines.append([])
-            lines[-1].append(k)
-        tidy = [tidy_spaces(output) for output in outputs]
-        text = ""
-        for line in lines:
-            decided = None if outcomes is None else [outcomes[k] for k in line]
-            text += joiners[line[0]] + join_faithful(
-                [chunks[k] for k in line], [tidy[k] for k in line], [""] + [joiners[k] for k in line[1:]],
-                self._beam_candidates, self.surface_forms, self.stats.faithful, decided,
-            )  # fmt: skip
-            for k, outcome in zip(line, decided or ()):
-                outcomes[k] = outcome
-        return text
+        if self._pool is None and self.faithful and not self._pool_checked:
+            from restore.device import available_cpus
+
+            workers = self.check_workers
+            if workers is None:
+                workers = check_workers(available_cpus(), generator_cores(self.generator, self.device.type))
+            if workers > 0:
+                self._pool = CheckPool(workers, self.surface_forms.lexicon)
+            self._pool_checked = True
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the check workers, if any were started (they also stop when the process exits)."""
+        if self._pool is not None:
+            self._pool.close()
+        self._pool, self._pool_checked = None, False
 
     # chunks ---------------------------------------------------------------------------------------
     def restore_chunks(
@@ -384,11 +389,16 @@ class Restorer:
         outputs = [hypotheses[0] for hypotheses in candidates]
         if not self.faithful:
             return outputs
-        redecode = self._beam_candidates
-        if candidates and len(candidates[0]) >= self.faithful_beams:
-            known = dict(zip(chunks, candidates))
-            redecode = lambda failing: [known[chunk] for chunk in failing]  # noqa: E731 - the beam's own hypotheses
+        redecode = self._known_hypotheses(chunks, candidates) or self._beam_candidates
         return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful, outcomes)
+
+    def _known_hypotheses(self, chunks: list[str], candidates: list[list[str]]) -> Callable[[list[str]], list[list[str]]] | None:
+        """After a beam search of at least ``faithful_beams``, the failing chunks' "re-decode": the
+        hypotheses it already has (no second decode); None after a smaller one."""
+        if not candidates or len(candidates[0]) < self.faithful_beams:
+            return None
+        known = dict(zip(chunks, candidates))
+        return lambda failing: [known[chunk] for chunk in failing]
 
     def draft(self, chunks: list[str], num_beams: int | None = None) -> list[list[str]]:
         """The model's candidates for each chunk, best first, before faithfulness (the part that
@@ -499,15 +509,14 @@ class Restorer:
         return [flat[k * n : (k + 1) * n] for k in range(len(batch))]
 
 
-def check_positive(option: str, value: int) -> None:
-    """An option that counts something (a budget, beams) must be at least 1: one clear error.
+def _early_pool(own: dict, device_type: str) -> CheckPool | None:
+    if device_type == "cpu" or not own.get("faithful", True):
+        return None
+    from restore.device import available_cpus
 
-    >>> check_positive("--num-beams", 0)
-    Traceback (most recent call last):
-    restore.errors.RestoreError: --num-beams must be a positive integer, got 0
-    """
-    if value < 1:
-        raise RestoreError(f"{option} must be a positive integer, got {value}")
+    workers = own.get("check_workers")
+    workers = check_workers(available_cpus(), 1) if workers is None else workers
+    return CheckPool(workers, own.get("lexicon")) if workers > 0 else None
 
 
 def _window_chunks(plans: list[tuple[list[str], list[str]]]) -> list[str]:
@@ -522,73 +531,3 @@ def _backend_factory(backend: str | BackendFactory) -> BackendFactory:
     if backend not in BACKENDS:
         raise RestoreError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     return BACKENDS[backend]
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How chunks are decoded: beam size and length penalty (beam search only)."""
-
-    num_beams: int
-    length_penalty: float = 1.0
-
-
-# ``--quality``: ``fast`` is greedy; ``best`` a beam search whose hypotheses faithfulness chooses
-# from (measured on ``test``: see the README's decoding table).
-QUALITY = {"fast": Decoding(num_beams=1), "best": Decoding(num_beams=4, length_penalty=1.0)}
-DEFAULT_QUALITY = "best"
-
-
-def decoding_for(quality: str = DEFAULT_QUALITY, num_beams: int | None = None, length_penalty: float | None = None) -> Decoding:
-    """The preset ``quality``, with ``num_beams`` / ``length_penalty`` given explicitly taking precedence.
-
-    >>> decoding_for("fast"), decoding_for("fast", num_beams=3)
-    (Decoding(num_beams=1, length_penalty=1.0), Decoding(num_beams=3, length_penalty=1.0))
-    """
-    if quality not in QUALITY:
-        raise RestoreError(f"--quality must be one of {', '.join(QUALITY)}, got {quality!r}")
-    preset = QUALITY[quality]
-    decoding = Decoding(
-        num_beams=preset.num_beams if num_beams is None else num_beams,
-        length_penalty=preset.length_penalty if length_penalty is None else length_penalty,
-    )
-    check_positive("--num-beams", decoding.num_beams)
-    if not decoding.length_penalty > 0:
-        raise RestoreError(f"--length-penalty must be positive, got {decoding.length_penalty}")
-    return decoding
-
-
-def restorer_settings(
-    model: str | Path | None = None,
-    *,
-    device: str = "auto",
-    batch_tokens: int | None = None,
-    quality: str = DEFAULT_QUALITY,
-    num_beams: int | None = None,
-    length_penalty: float | None = None,
-    backend: str = "auto",
-    compute_type: str = "auto",
-    static_cache: bool = False,
-    faithful: bool = True,
-) -> dict:
-    """Keyword arguments of :meth:`Restorer.from_pretrained`, the model resolved (given, else
-    ``$RESTORE_MODEL``, else the shipped one) and the decoding resolved (:func:`decoding_for`:
-    the ``quality`` preset, ``num_beams``/``length_penalty`` given explicitly winning): what
-    ``restore infer``, ``restore serve`` and :func:`restore.load` build a Restorer from (a plain
-    dict: Ray actors build their own from it)."""
-    from restore.checkpoint import default_model_dir
-
-    decoding = decoding_for(quality, num_beams, length_penalty)
-    return dict(
-        path=str(model or default_model_dir()), device=device, batch_tokens=batch_tokens, num_beams=decoding.num_beams,
-        length_penalty=decoding.length_penalty, backend=backend, compute_type=compute_type, static_cache=static_cache,
-        faithful=faithful,
-    )  # fmt: skip
-
-
-def restorer_options(args, model: str | Path | None = None) -> dict:
-    """:func:`restorer_settings` from ``restore infer``'s options."""
-    return restorer_settings(
-        model or args.model, device=args.device, batch_tokens=args.batch_tokens, quality=args.quality,
-        num_beams=args.num_beams, length_penalty=args.length_penalty, backend=args.backend,
-        compute_type=args.compute_type, static_cache=args.static_cache, faithful=args.faithful,
-    )  # fmt: skip

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from restore.errors import RestoreError
-from restore.infer import InferStats, RestoredDocument, Restorer, restorer_options
+from restore.infer import InferStats, RestoredDocument, Restorer
+from restore.settings import restorer_options
 
 
 def run_infer_cli(args) -> None:

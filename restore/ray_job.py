@@ -111,7 +111,7 @@ def run_ray_job(plan: CorpusPlan, args, address: str | None) -> tuple[SinkStats,
     """Restore ``plan``'s shards on Ray (see the module docstring) at ``address`` (None: a local Ray
     instance, or ``$RAY_ADDRESS``; see :func:`restore.corpus.ray_address`); returns the counts and the engine."""
     from restore.checkpoint import read_model_info
-    from restore.infer import restorer_options
+    from restore.settings import restorer_options
 
     options = restorer_options(args)
     options["path"] = str(Path(options["path"]).resolve())  # workers run in other directories
@@ -157,6 +157,10 @@ def _run(plan: CorpusPlan, args, options: dict) -> tuple[SinkStats, str]:
             handler.addFilter(_not_a_restore_error)
     actors, resources, cores, device = actor_resources(ray.cluster_resources(), args.device, getattr(args, "ray_actors", None))
     options["device"] = device
+    if device == "cuda":  # each GPU actor's faithfulness check workers: its share of the cluster's cores, not a whole node's
+        from restore.faithful_window import check_workers
+
+        options["check_workers"] = check_workers(max(1, int(ray.cluster_resources().get("CPU", 1))) // actors, 1)
     # Reading takes no CPU slot: the actors hold them all, and a read task waiting for a free
     # core would wait forever.
     dataset = ray.data.read_datasource(ShardDatasource(plan), **_no_cpu_slot(ray.data.read_datasource))

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from restore.chunking import CLOSERS, TERMINATORS
-from restore.corrupt import STOPWORDS, corrupt_tokens, normalize_token, sentence_spans, tokenize_words
-from restore.faithful_check import closest, content_tokens
+from restore.corrupt import STOPWORDS, normalize_token, sentence_spans, tokenize_words_cached
+from restore.faithful_check import closest, content_tokens, roundtrip
 from restore.lexicon import Lexicon
 from restore.surface_forms import CLITICS, QUOTE_SURFACE, SurfaceForms, is_form_of
 
@@ -81,7 +81,7 @@ def _words(text: str) -> tuple[list[_Word], str]:
     pos = 0
     for start, end in sentence_spans(text):
         at = start
-        for token in tokenize_words(text[start:end]):
+        for token in tokenize_words_cached(text[start:end]):
             a, b = _locate(text, token, at, end)
             stem_ = None if token.lower() in STOPWORDS else normalize_token(token)
             words.append(_Word(token, text[a:b], text[pos:a], stem_))
@@ -423,7 +423,7 @@ def render(source: Sequence[str], forms: SurfaceForms | None = None) -> str:
     forms = forms or SurfaceForms()
     text = _join(_apply([], _Plan(insert={0: list(source)}), forms))
     for _ in range(REPAIR_ROUNDS - 1):  # Punkt may still need a forced split ("p.m. Left")
-        if corrupt_tokens(text) == list(source):
+        if roundtrip(text) == tuple(source):
             break
         text = _edit(text, list(source), forms, force=True)
     return text
@@ -462,11 +462,12 @@ def repair_traced(output: str, source: str, lexicon: Lexicon | SurfaceForms | No
     """
     forms = lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)
     target = source.split()
+    wanted_tokens = tuple(target)
     candidates: list[str] = []
     text = output
     for round_ in range(REPAIR_ROUNDS + 1):
         try:
-            if corrupt_tokens(text) == target:
+            if roundtrip(text) == wanted_tokens:
                 return text, f"edit{round_}" if round_ else "faithful"
             candidates.append(text)
             if round_ < REPAIR_ROUNDS:
@@ -474,11 +475,11 @@ def repair_traced(output: str, source: str, lexicon: Lexicon | SurfaceForms | No
         except _Unlocatable:
             break
     for step, text in (("render", render(target, forms)), ("spaced", _spaced(target, forms))):
-        if corrupt_tokens(text) == target:
+        if roundtrip(text) == wanted_tokens:
             return text, step
         candidates.append(text)
     wanted = content_tokens(target)
     for text in candidates:
-        if content_tokens(corrupt_tokens(text)) == wanted:
+        if content_tokens(roundtrip(text)) == wanted:
             return text, "content"
     return closest(candidates, source), "closest"

@@ -85,3 +85,23 @@ def test_bench_infer_measures_several_random_models_side_by_side(tmp_path, tiny_
     assert done.stderr.count("(round 2)") == 2  # both models, every round
     payload = json.loads((tmp_path / "r.json").read_text())
     assert [len(m["results"]) for m in payload["models"]] == [1, 1]
+
+
+def test_bench_faithful_splits_a_faithful_run_into_stages(tmp_path, tiny_model_dir):
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_faithful.py"), "--out", str(out), "--model", str(tiny_model_dir),
+         "--device", "cpu", "--backend", "torch", "--data", "test", "--limit", "1", "--check-workers", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert " cores, " in results["machine"] and "load average" in results["machine"]
+    assert results["engine"].startswith("torch float32, cpu") and results["total wall seconds"]
+    off, on = results["rows"]
+    assert (off["faithful"], on["faithful"]) == ("off", "on, 0 check workers") and off["stages"] == {}
+    stages = on["stages"]
+    assert set(stages) == set(load_script("bench_faithful").STAGES)
+    assert all(v >= 0 for k, v in stages.items() if k != "other") and abs(sum(stages.values()) - on["seconds"]) < 1e-6
+    assert on["summary"].startswith(off["summary"].split(" re-decoded")[0].split(",")[0])  # the same chunks
+    assert "% failed first decode" in on["summary"] and "x off" in (out / "results.txt").read_text(encoding="utf-8")

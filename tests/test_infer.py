@@ -522,7 +522,7 @@ def test_a_beam_search_chooses_its_most_probable_faithful_hypothesis_without_a_s
 def test_quality_presets_and_explicit_options():
     from restore.cli import build_parser
     from restore.cli import _check_model_options
-    from restore.infer import QUALITY, decoding_for
+    from restore.settings import QUALITY, decoding_for
 
     def settings(*argv):
         args = build_parser().parse_args(["infer", *argv])
@@ -539,7 +539,7 @@ def test_quality_presets_and_explicit_options():
     import inspect
 
     from restore.api import load
-    from restore.infer import DEFAULT_QUALITY, restorer_settings
+    from restore.settings import DEFAULT_QUALITY, restorer_settings
 
     assert inspect.signature(load).parameters["quality"].default == DEFAULT_QUALITY  # the Python API decodes as the CLI
     assert inspect.signature(restorer_settings).parameters["quality"].default == DEFAULT_QUALITY
