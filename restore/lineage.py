@@ -9,13 +9,14 @@ lineages existed gets one entry built from its ``training`` record (:func:`model
 whose shards are known by name only.
 
 Continued training on a lent GPU (``scripts/gpu/continue_small.sh``) trains on shards the model
-has not seen: :func:`pick_unseen_shards` chooses them within the bytes a device call can carry,
-and :func:`verdict` says whether the new model replaces the old one.
+has not seen: :func:`pick_unseen_shards` chooses them, for each corpus of the mix, within the bytes
+a device call can carry, shared by the corpora's weights; :func:`verdict` says whether the new model
+replaces the old one (mean BLEU over the domains higher, no domain down by more than 1).
 
 >>> seen = [{"start_model": None, "shards": [{"name": ".data/train-00.jsonl.xz", "sha256": "aa", "bytes": 9}]}]
 >>> available = [Shard("train-00.jsonl.xz", 9, "aa"), Shard("train-01.jsonl.xz", 9, "bb"), Shard("train-02.jsonl.xz", 9, "cc")]
->>> pick = pick_unseen_shards(available, seen, budget_bytes=10)
->>> [s.name for s in pick.picked], [s.name for s in pick.seen], [s.name for s in pick.left]
+>>> wiki = pick_unseen_shards({"wiki": available}, {"wiki": 1.0}, seen, budget_bytes=10).corpora["wiki"]
+>>> [s.name for s in wiki.picked], [s.name for s in wiki.seen], [s.name for s in wiki.left]
 (['train-01.jsonl.xz'], ['train-00.jsonl.xz'], ['train-02.jsonl.xz'])
 """
 
@@ -25,7 +26,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 HASH_CHARS = 16  # of a shard's sha256: enough to tell shards apart, short enough to read
 
@@ -135,72 +136,154 @@ def has_seen(shard: Shard, lineage: Sequence[dict]) -> bool:
 # --- what the next run trains on ------------------------------------------------------------------
 @dataclass
 class ShardPick:
-    """:func:`pick_unseen_shards`'s answer: ``picked`` fit the budget; ``left`` are unseen but did not fit."""
+    """One corpus's part of :func:`pick_unseen_shards`' answer: ``picked`` fit the budget; ``seen``
+    were trained on before; ``left`` are unseen but did not fit (for a later run)."""
 
+    name: str = ""
+    weight: float = 1.0
+    share_bytes: float = 0.0  # the corpus's share of the budget by weight (whole shards may take more or less)
     picked: list[Shard] = field(default_factory=list)
     seen: list[Shard] = field(default_factory=list)
     left: list[Shard] = field(default_factory=list)
-    budget_bytes: int = 0
 
     @property
     def picked_bytes(self) -> int:
-        return sum(s.bytes for s in self.picked)
+        return sum(s.bytes or 0 for s in self.picked)
 
-    def describe(self) -> list[str]:
-        """Lines that say which shards were picked, which were seen and which wait for a later run."""
+    def describe(self) -> str:
+        """One line: what the corpus got against its share, what it had seen, what waits for a later run."""
         mib = 1 << 20
         names = lambda shards: ", ".join(Path(s.name).name for s in shards) or "none"  # noqa: E731
+        return (
+            f"{self.name} (weight {self.weight:g}, share {self.share_bytes / mib:.1f} MiB): picked {len(self.picked)} unseen "
+            f"shard(s), {self.picked_bytes / mib:.1f} MiB: {names(self.picked)}; seen by the model (skipped): {names(self.seen)}; "
+            f"unseen but over the budget (for a later run): {names(self.left)}"
+        )
+
+
+@dataclass
+class MixPick:
+    """:func:`pick_unseen_shards`' answer: a :class:`ShardPick` per corpus and the order the shards were taken in."""
+
+    corpora: dict[str, ShardPick]
+    budget_bytes: int
+    order: list[tuple[str, Shard, float, bool]] = field(default_factory=list)  # (corpus, shard, its picked/share before, only taker)
+
+    @property
+    def picked_bytes(self) -> int:
+        return sum(c.picked_bytes for c in self.corpora.values())
+
+    def describe(self) -> list[str]:
+        """Lines that say the rule, each corpus's pick, the order of the picks and what is left of the budget."""
+        mib = 1 << 20
+        steps = ", ".join(
+            f"{name}/{Path(s.name).name} (at {had:.0%} of its share{'; no other corpus has an unseen shard that fits' if alone else ''})"
+            for name, s, had, alone in self.order
+        )
+        split = ", ".join(f"{c.name} {c.picked_bytes / max(self.picked_bytes, 1):.0%}" for c in self.corpora.values())
         return [
-            f"picked {len(self.picked)} unseen shard(s), {self.picked_bytes / mib:.1f} MiB of a {self.budget_bytes / mib:.1f} MiB budget: {names(self.picked)}",
-            f"seen by the model (skipped): {names(self.seen)}",
-            f"unseen but over the budget (for a later run): {names(self.left)}",
+            f"budget {self.budget_bytes / mib:.1f} MiB for shards, shared by weight; whole shards only, each taken by the corpus "
+            "furthest below its share (its next unseen shard, in name order, that still fits)",
+            *(c.describe() for c in self.corpora.values()),
+            f"order: {steps or 'none'}",
+            f"picked {self.picked_bytes / mib:.1f} MiB of {self.budget_bytes / mib:.1f} MiB ({split}; each epoch still draws the "
+            f"corpora's pairs by their weights); {(self.budget_bytes - self.picked_bytes) / mib:.1f} MiB left: no unseen shard fits in it",
         ]
 
 
-def pick_unseen_shards(available: Sequence[Shard], lineage: Sequence[dict], budget_bytes: int) -> ShardPick:
-    """The shards of ``available`` that ``lineage`` has not trained on, in name order, as many as fit
-    in ``budget_bytes`` (one that does not fit is passed over for later, smaller ones).
+def pick_unseen_shards(
+    candidates: Mapping[str, Sequence[Shard]], weights: Mapping[str, float], lineage: Sequence[dict], budget_bytes: int
+) -> MixPick:
+    """For each corpus (``candidates``: its shards), the shards that ``lineage`` has not trained on,
+    whole shards within ``budget_bytes`` in all, shared by the corpora's ``weights``.
 
-    This is the one place where a continued run's data is chosen: a mix of corpora plugs in by
-    passing their shards as ``available``.
+    The rule: the corpus whose picked bytes are furthest below its share (the least picked bytes per
+    unit of weight; on a tie the heavier, then the one named first) takes its next unseen shard in
+    name order that still fits (a shard that does not fit is passed over for a smaller one), until
+    no unseen shard of any corpus fits. So the bytes follow the weights as closely as whole shards
+    allow, and what one corpus cannot use (no unseen shard left, or none small enough) goes to the
+    others. A shard the lineage has seen is never picked. One corpus of weight 1 is the plain case.
 
-    >>> pick = pick_unseen_shards([Shard("b", 6, "2"), Shard("a", 5, "1"), Shard("c", 4, "3")], [], budget_bytes=10)
-    >>> [s.name for s in pick.picked], [s.name for s in pick.left]
-    (['a', 'c'], ['b'])
+    >>> seen = [{"shards": [Shard("wiki/train-00", 10, "w0").record()]}]
+    >>> pick = pick_unseen_shards({"wiki": [Shard("wiki/train-00", 10, "w0"), Shard("wiki/train-01", 10, "w1"),
+    ...                                     Shard("wiki/train-02", 10, "w2")],
+    ...                            "prose": [Shard("prose/train-00", 10, "p0"), Shard("prose/train-01", 3, "p1")]},
+    ...                           {"wiki": 0.6, "prose": 0.4}, seen, budget_bytes=25)
+    >>> [(n, [s.name for s in c.picked]) for n, c in pick.corpora.items()]
+    [('wiki', ['wiki/train-01']), ('prose', ['prose/train-00', 'prose/train-01'])]
+    >>> [s.name for s in pick.corpora["wiki"].seen], [s.name for s in pick.corpora["wiki"].left]
+    (['wiki/train-00'], ['wiki/train-02'])
     """
-    pick = ShardPick(budget_bytes=budget_bytes)
-    for shard in sorted(available, key=lambda s: s.name):
-        if has_seen(shard, lineage):
-            pick.seen.append(shard)
-        elif pick.picked_bytes + shard.bytes <= budget_bytes:
-            pick.picked.append(shard)
-        else:
-            pick.left.append(shard)
+    if set(weights) != set(candidates) or any(not w > 0 for w in weights.values()):
+        raise ValueError(f"a weight > 0 for every corpus: candidates {sorted(candidates)}, weights {weights}")
+    total = sum(weights.values())
+    pick = MixPick({name: ShardPick(name, weights[name], budget_bytes * weights[name] / total) for name in candidates}, budget_bytes)
+    pending: dict[str, list[Shard]] = {}
+    for name, shards in candidates.items():
+        pending[name] = []
+        for shard in sorted(shards, key=lambda s: s.name):
+            (pick.corpora[name].seen if has_seen(shard, lineage) else pending[name]).append(shard)
+    rank = {name: i for i, name in enumerate(candidates)}
+    used = 0
+    while True:
+        fits = {name: next((s for s in pending[name] if used + (s.bytes or 0) <= budget_bytes), None) for name in candidates}
+        takers = [name for name, shard in fits.items() if shard is not None]
+        if not takers:
+            break
+        name = min(takers, key=lambda n: (pick.corpora[n].picked_bytes / weights[n], -weights[n], rank[n]))
+        corpus, shard = pick.corpora[name], fits[name]
+        had = corpus.picked_bytes / corpus.share_bytes if corpus.share_bytes else 0.0
+        pick.order.append((name, shard, had, len(takers) == 1 < len(candidates)))
+        corpus.picked.append(shard)
+        pending[name].remove(shard)
+        used += shard.bytes or 0
+    for name, rest in pending.items():
+        pick.corpora[name].left = rest
     return pick
 
 
 # --- which model to keep ---------------------------------------------------------------------------
-def verdict(old: dict, new: dict) -> dict:
+MAX_DOMAIN_DROP = 1.0  # BLEU a domain may lose while the mean over the domains rises
+
+
+def verdict(old: dict, new: dict, max_drop: float = MAX_DOMAIN_DROP) -> dict:
     """REPLACE or KEEP: whether the ``new`` model's scores beat the ``old`` one's on the same data.
 
     ``old`` and ``new`` map a setting (``"faithful"``: with faithfulness repair, as ``restore``
-    runs by default; ``"no-faithful"``: the model alone) to that setting's ``restore eval``
-    scores (the report's ``scores``). The deciding setting is ``"faithful"`` when both models were
-    scored with it, else ``"no-faithful"``; the new model replaces the old one only if its cased
-    corpus BLEU there is higher (a tie keeps the old model).
+    runs by default; ``"no-faithful"``: the model alone) to ``{domain: scores}`` (each domain's
+    ``restore eval`` report ``scores``, e.g. for ``test`` and ``prose-test``). The deciding setting
+    is ``"faithful"`` when both models were scored with it on the same domains, else
+    ``"no-faithful"``. The rule: the new model replaces the old one only if its mean cased corpus
+    BLEU over the domains is higher (a tie keeps the old model) and no domain's BLEU drops by more
+    than ``max_drop`` (1 BLEU): a gain on one domain does not buy a real loss on another.
 
-    >>> score = lambda bleu: {"bleu": {"score": bleu}, "chrf": {"score": 70.0}}
-    >>> verdict({"no-faithful": score(37.35)}, {"no-faithful": score(38.0)})["decision"]
-    'REPLACE'
-    >>> v = verdict({"faithful": score(38.17), "no-faithful": score(37.35)}, {"faithful": score(38.1), "no-faithful": score(39.0)})
+    >>> score = lambda bleu: {"bleu": {"score": bleu}}
+    >>> old = {"faithful": {"test": score(38.17), "prose-test": score(20.05)}, "no-faithful": {"test": score(37.35), "prose-test": score(19.5)}}
+    >>> v = verdict(old, {"no-faithful": {"test": score(37.0), "prose-test": score(26.0)}})  # repair not scored for new
     >>> v["decision"], v["setting"]
-    ('KEEP', 'faithful')
+    ('REPLACE', 'no-faithful')
+    >>> v = verdict(old, {**old, "faithful": {"test": score(37.5), "prose-test": score(26.0)}})
+    >>> v["decision"], v["setting"], round(v["new_mean_bleu"] - v["old_mean_bleu"], 2)
+    ('REPLACE', 'faithful', 2.64)
+    >>> verdict(old, {**old, "faithful": {"test": score(37.0), "prose-test": score(30.0)}})["reason"]
+    'faithful: test drops 1.17 BLEU (37.00 new vs 38.17 old), more than the 1 allowed'
     """
-    settings = [s for s in ("faithful", "no-faithful") if s in old and s in new]
+    settings = [s for s in ("faithful", "no-faithful") if old.get(s) and new.get(s) and set(old[s]) == set(new[s])]
     if not settings:
-        return {"decision": "KEEP", "setting": None, "reason": "the two models were not scored in a common setting"}
+        return {"decision": "KEEP", "setting": None, "reason": "the two models were not scored in a common setting on the same domains"}
     setting = settings[0]
-    a, b = old[setting]["bleu"]["score"], new[setting]["bleu"]["score"]
-    decision = "REPLACE" if b > a else "KEEP"
-    reason = f"BLEU {b:.2f} (new) vs {a:.2f} (old), {setting}: " + ("higher" if b > a else "not higher")
-    return {"decision": decision, "setting": setting, "reason": reason, "old_bleu": a, "new_bleu": b}
+    domains = list(old[setting])
+    a = {d: old[setting][d]["bleu"]["score"] for d in domains}
+    b = {d: new[setting][d]["bleu"]["score"] for d in domains}
+    mean_a, mean_b = sum(a.values()) / len(a), sum(b.values()) / len(b)
+    result = {"setting": setting, "max_drop": max_drop, "old_bleu": a, "new_bleu": b, "old_mean_bleu": mean_a, "new_mean_bleu": mean_b}
+    drops = [d for d in domains if b[d] < a[d] - max_drop]
+    if drops:
+        d = drops[0]
+        reason = f"{setting}: {d} drops {a[d] - b[d]:.2f} BLEU ({b[d]:.2f} new vs {a[d]:.2f} old), more than the {max_drop:g} allowed"
+        return {"decision": "KEEP", "reason": reason, **result}
+    per_domain = ", ".join(f"{d} {b[d]:.2f} vs {a[d]:.2f}" for d in domains)
+    higher = mean_b > mean_a
+    reason = (f"{setting}: mean BLEU {mean_b:.2f} (new) vs {mean_a:.2f} (old) over {len(domains)} domain(s), "
+              f"{'higher' if higher else 'not higher'}; {per_domain}; no domain down more than {max_drop:g}")  # fmt: skip
+    return {"decision": "REPLACE" if higher else "KEEP", "reason": reason, **result}

@@ -72,6 +72,41 @@ def test_carry_names_a_missing_file(tmp_path, carry, mix_config, capsys):
     assert "data.corpora.prose.train_files: no such file:" in capsys.readouterr().err
 
 
+def test_carried_files_read_back_as_overrides_for_the_configs_corpora(tmp_path, carry, mix_config):
+    from restore.config import load_config
+    from restore.lineage import local_shard
+
+    dest = tmp_path / "carried"
+    carry.copy_plan(carry.plan(str(mix_config), []), dest)
+    (dest / "old").mkdir()  # a corpus another config names
+    data = load_config(mix_config).data
+    overrides, lines = carry.carried_overrides(data, dest)
+    wiki = dest / "wiki"
+    assert overrides == [
+        f"data.corpora.wiki.train_files=[{wiki / 'train' / 'train-00.jsonl'},{wiki / 'train' / 'train-01.jsonl'}]",
+        f"data.corpora.wiki.dev_files=[{wiki / 'dev' / 'dev.jsonl'}]",
+        f"data.corpora.prose.train_files=[{dest / 'prose' / 'train' / 'train-01.jsonl'}]",
+    ]  # prose has no dev files: its config's (none) stay
+    assert lines[0].startswith("wiki (weight 0.6): 2 train file(s)") and lines[-1] == "not corpora of this config (not used): old"
+    # The overrides load: the corpora read the carried files, with the config's weights.
+    corpora = load_config(mix_config, overrides).data.corpora
+    assert [(c.name, c.weight, [Path(f).parent.parent.name for f in c.train_files]) for c in corpora] == [
+        ("wiki", 0.6, ["wiki", "wiki"]), ("prose", 0.4, ["prose"])]
+    # A start model that saw wiki's train-00 (by content): left out and named; a corpus left with nothing is an error.
+    seen = [{"shards": [local_shard(wiki / "train" / "train-00.jsonl").record()]}]
+    overrides, lines = carry.carried_overrides(data, dest, seen)
+    assert overrides[0] == f"data.corpora.wiki.train_files=[{wiki / 'train' / 'train-01.jsonl'}]"
+    assert lines[0].endswith("; seen by the start model (not used): train-00.jsonl")
+    seen.append({"shards": [local_shard(dest / "prose" / "train" / "train-01.jsonl").record()]})
+    with pytest.raises(carry.RestoreError, match="prose/train: no training file the start model has not seen"):
+        carry.carried_overrides(data, dest, seen)
+    # A one-corpus config (data.train_files) gets data.train_files / dev_files; no folder: the config's own files.
+    single = load_config(mix_config, [f"data.train_files=[{tmp_path / 'shared' / 'wiki' / 'train-00.jsonl'}]"]).data
+    assert carry.carried_overrides(single, dest)[0][0] == f"data.train_files=[{wiki / 'train' / 'train-00.jsonl'},{wiki / 'train' / 'train-01.jsonl'}]"
+    assert carry.carried_overrides(data, tmp_path / "none") == ([], [f"wiki: no {tmp_path / 'none' / 'wiki'}: the config's files",
+                                                                     f"prose: no {tmp_path / 'none' / 'prose'}: the config's files"])
+
+
 def test_tokenizer_stats_measures_sources_and_targets_per_corpus(tmp_path, wiki_texts, capsys):
     stats = load_script(REPO / "scripts" / "tokenizer_stats.py")
     articles = tmp_path / "a.jsonl"

@@ -1,55 +1,72 @@
-"""Prepare a continued-training GPU call: pick the shards the model has not seen that fit the call's carry budget.
+"""Prepare a continued-training GPU call: per corpus of the mix, the shards the model has not seen that fit the carry budget.
 
 A device call carries the working tree (tracked files and untracked ones git does not ignore)
 and the ignored folders it names, 64 MiB in all. The model to continue is tracked
-(``models/restore-small``, 30 MB), so it travels anyway; this script measures the tree, the
-wheels and the dev file, and fills what is left with shards that the model's lineage
-(``restore.json``, :mod:`restore.lineage`) has not trained on, in name order, whole shards only.
-It prints what it picked and why, then copies them into ``--data-dir`` (removing other
-``train-*`` shards there) and the wheels into ``--wheel-dir``::
+(``models/restore-small``, 30 MB), so it travels anyway. This script measures the tree, the
+wheels and the dev files of the config's corpora (``scripts/gpu/carry_data.py``'s measure), and
+fills what is left (less a margin) with shards that the model's lineage (``restore.json``,
+:mod:`restore.lineage`, matched by content hash) has not trained on: for each corpus of the
+config (:func:`restore.mix.data_corpora`), the candidates are the ``train-*.jsonl.xz`` files in
+the folder(s) of its configured train files (``../shared/data/wiki/``, ``../shared/data/prose/``),
+and the budget is shared by the corpora's weights, whole shards only
+(:func:`restore.lineage.pick_unseen_shards`: the corpus furthest below its share takes its next
+unseen shard that fits). It prints what it picked, why and what did not fit, then lays the picks
+out exactly as ``carry_data.py`` does (``.data/NAME/train/`` the picked shards, ``.data/NAME/dev/``
+the corpus's dev files, stale files removed; its code copies) and copies the wheels into
+``.whl/``, and measures what the call will carry::
 
-    python scripts/gpu/prepare_continue.py                       # models/restore-small, ../shared/data/wiki
+    python scripts/gpu/prepare_continue.py                       # models/restore-small, configs/small.yaml
     python scripts/gpu/prepare_continue.py --dry-run             # say what it would pick, copy nothing
-    python scripts/gpu/prepare_continue.py --from-scratch        # for MODE=scratch: any shards that fit
+    python scripts/gpu/prepare_continue.py --from-scratch --config configs/medium.yaml   # MODE=scratch: every shard unseen
 
-Exit status 1 with one line when no unseen shard fits.
+``scripts/gpu/continue_small.sh`` then trains on what ``.data/NAME/`` holds with the config's
+weights. Exit status 1 with one line when a corpus gets no shard, or the carry is over the limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # carry_data, beside this script
 
-from restore.config_record import portable_path  # noqa: E402
+from carry_data import check_carry_folder, copy_plan, fill_folder, report_carry, travelling_bytes  # noqa: E402
+
+from restore.config import load_config  # noqa: E402
+from restore.data import resolve_files  # noqa: E402
+from restore.errors import RestoreError  # noqa: E402
 from restore.lineage import local_shard, model_lineage, pick_unseen_shards  # noqa: E402
+from restore.mix import data_corpora  # noqa: E402
 
 MIB = 1 << 20
+SHARDS = "train-*.jsonl.xz"  # a corpus folder's training shards
 
 
-def tree_bytes(repo: Path) -> int:
-    """Bytes of what a device call sends of ``repo`` besides the carried folders: the files git
-    tracks and the untracked ones it does not ignore, as they are in the working tree."""
-    listed = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    files = {repo / name.decode() for name in listed.split(b"\0") if name}
-    return sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+def candidate_files(train_patterns: list[str], key: str) -> list[str]:
+    """The ``train-*.jsonl.xz`` files in the folders of a corpus's configured train files (which must exist)."""
+    folders = dict.fromkeys(os.path.dirname(f) or "." for f in resolve_files(train_patterns, key))
+    return [f for folder in folders for f in resolve_files([os.path.join(folder, SHARDS)], key)]
+
+
+def read_lineage(model: Path) -> list[dict]:
+    path = model / "restore.json"
+    try:
+        return model_lineage(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as e:
+        raise RestoreError(f"{path}: cannot read the model's description ({e.strerror}); --model names a restore model directory") from None
+    except ValueError as e:
+        raise RestoreError(f"{path}: not valid JSON ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(REPO / "configs" / "small.yaml"), help="the config whose corpora and weights to follow")
     p.add_argument("--model", type=Path, default=REPO / "models" / "restore-small", help="the model to continue")
-    p.add_argument("--shards", nargs="+", default=[str(REPO.parent / "shared" / "data" / "wiki" / "train-*.jsonl.xz")],
-                   help="shard files or globs to choose from (default: the wiki corpus's)")  # fmt: skip
-    p.add_argument("--dev", type=Path, default=REPO.parent / "shared" / "data" / "wiki" / "dev.jsonl.xz")
     p.add_argument("--wheels", type=Path, default=REPO.parent / "shared" / "wheels", help="folder of wheels to carry")
     p.add_argument("--data-dir", type=Path, default=REPO / ".data")
     p.add_argument("--wheel-dir", type=Path, default=REPO / ".whl")
@@ -58,56 +75,53 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", type=Path, default=REPO, help="the checkout that makes the device call")
     p.add_argument("--from-scratch", action="store_true", help="for a model trained from scratch (MODE=scratch): every shard is unseen")
     p.add_argument("--dry-run", action="store_true", help="print the pick, copy nothing")
+    p.add_argument("overrides", nargs="*", help="config overrides, as for restore train")
     args = p.parse_args(argv)
-
-    from restore.data import resolve_files
-    from restore.errors import RestoreError
-
     try:
-        restore_json = json.loads((args.model / "restore.json").read_text(encoding="utf-8"))
-        files = resolve_files(args.shards, "--shards")
+        return prepare(args)
     except (OSError, ValueError, RestoreError) as e:
         print(f"prepare_continue: error: {e}", file=sys.stderr)
         return 1
+
+
+def prepare(args) -> int:
+    corpora = data_corpora(load_config(args.config, args.overrides).data)
+    if not corpora:
+        raise RestoreError(f"{args.config}: names no data files (a hub dataset cannot be carried)")
+    lineage = [] if args.from_scratch else read_lineage(args.model)
+    candidates = {c.name: candidate_files(c.train_files, f"data.corpora.{c.name}.train_files") for c in corpora}
+    devs = {c.name: resolve_files(c.dev_files, f"data.corpora.{c.name}.dev_files") for c in corpora}
     wheels = sorted(args.wheels.glob("*.whl")) if args.wheels.is_dir() else []
-    tree = tree_bytes(args.repo)
+    limit = int(args.limit_mib * MIB)
+    tree, _ = travelling_bytes([], args.repo)
     wheel_bytes = sum(w.stat().st_size for w in wheels)
-    dev_bytes = args.dev.stat().st_size if args.dev.is_file() else 0
-    budget = int(args.limit_mib * MIB) - tree - wheel_bytes - dev_bytes - int(args.margin_mib * MIB)
-    print(f"carry budget: {args.limit_mib:.0f} MiB - tree {tree / MIB:.1f} MiB (tracked + untracked files of {args.repo}) "
-          f"- wheels {wheel_bytes / MIB:.1f} MiB ({len(wheels)}) - dev {dev_bytes / MIB:.2f} MiB - margin {args.margin_mib:.1f} MiB "
+    dev_bytes = sum(os.path.getsize(f) for files in devs.values() for f in files)
+    budget = max(0, limit - tree - wheel_bytes - dev_bytes - int(args.margin_mib * MIB))
+    print(f"carry budget: {args.limit_mib:g} MiB - tree {tree / MIB:.1f} MiB (tracked + untracked files of {args.repo}) "
+          f"- wheels {wheel_bytes / MIB:.1f} MiB ({len(wheels)}) - dev {dev_bytes / MIB:.2f} MiB "
+          f"({', '.join(f'{n} {len(f)}' for n, f in devs.items())}) - margin {args.margin_mib:g} MiB "
           f"= {budget / MIB:.1f} MiB for shards")  # fmt: skip
-    lineage = [] if args.from_scratch else model_lineage(restore_json)
     print(f"model: {args.model} ({len(lineage)} run(s) in its lineage)" if not args.from_scratch else "model: from scratch (every shard unseen)")
-    pick = pick_unseen_shards([local_shard(f, portable_path(f)) for f in files], lineage, max(0, budget))
+    shards = {name: [local_shard(f) for f in files] for name, files in candidates.items()}  # named by their paths
+    pick = pick_unseen_shards(shards, {c.name: c.weight for c in corpora}, lineage, budget)
     print("\n".join(pick.describe()))
-    if not pick.picked:
-        print("prepare_continue: error: no unseen shard fits the carry budget", file=sys.stderr)
-        return 1
+    empty = [name for name, c in pick.corpora.items() if not c.picked]
+    if empty:
+        raise RestoreError(f"no unseen shard of {', '.join(empty)} fits the carry budget")
     if args.dry_run:
         return 0
-    keep = {Path(s.name).name for s in pick.picked}
-    if len(keep) < len(pick.picked):
-        print(f"prepare_continue: error: picked shards share a file name ({', '.join(s.name for s in pick.picked)})", file=sys.stderr)
-        return 1
+    plan = {name: {"train": [s.name for s in c.picked], "dev": devs[name]} for name, c in pick.corpora.items()}
+    check_carry_folder(args.data_dir, args.repo)
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in args.data_dir.glob("train-*"):
-        if stale.name not in keep:
-            stale.unlink()
-    by_name = {portable_path(f): f for f in files}
-    for shard in pick.picked:
-        shutil.copy2(by_name[shard.name], args.data_dir / Path(shard.name).name)
-    if dev_bytes:
-        shutil.copy2(args.dev, args.data_dir / args.dev.name)
+    copy_plan(plan, args.data_dir)
+    folders = [args.data_dir]
     if wheels:
-        args.wheel_dir.mkdir(parents=True, exist_ok=True)
-        for wheel in wheels:
-            shutil.copy2(wheel, args.wheel_dir / wheel.name)
-    total = tree + sum((args.data_dir / n).stat().st_size for n in keep) + dev_bytes + wheel_bytes
-    carry = ", ".join(f'"{d.name}"' for d in (args.data_dir, args.wheel_dir) if d == args.data_dir or wheels)
-    print(f"copied into {args.data_dir}{f' and {args.wheel_dir}' if wheels else ''}: the call carries {total / MIB:.1f} MiB "
-          f"of {args.limit_mib:.0f} (carry [{carry}])")  # fmt: skip
-    return 0
+        check_carry_folder(args.wheel_dir, args.repo)
+        fill_folder(args.wheel_dir, wheels)
+        folders.append(args.wheel_dir)
+    carry = ", ".join(f'"{d.name}"' for d in folders)
+    print(f"copied into {' and '.join(map(str, folders))} (carry [{carry}]):")
+    return report_carry(folders, args.repo, limit, prog="prepare_continue")
 
 
 if __name__ == "__main__":
