@@ -141,7 +141,7 @@ def load(
 
     The options are ``restore infer``'s (``--device``, ``--backend``, ``--compute-type``,
     ``--batch-tokens``, ``--quality``, ``--num-beams``, ``--length-penalty``, ``--no-faithful``),
-    with the same defaults (``quality="best"``: a beam of 4, see :data:`restore.settings.QUALITY`). Like the
+    with the same defaults (``quality="best"``: a beam of 6, see :data:`restore.settings.QUALITY`). Like the
     command, this sets up the process for a model (:func:`restore.device.prepare_model_run`:
     PyTorch on one CPU thread unless ``OMP_NUM_THREADS`` says otherwise, transformers quiet).
     A missing or broken model, or a bad option, raises :class:`restore.errors.RestoreError`.

@@ -6,10 +6,11 @@ Each setting is one ``restore eval`` run in its own process (instruction-set lim
 brevity penalty, generated tokens/s and wall time, plus the CPU, the load average around
 each run and the whole run time, and writes the same rows to ``OUT/matrix.json`` as it goes.
 
-    # the model card of models/restore-small (12 settings: 3 engines x repair on/off x greedy/beams)
+    # the model card of models/restore-small (12 settings: 3 engines x repair on/off x --quality fast/best)
     python scripts/eval_matrix.py --preset card --out runs/eval-matrix/card
     # CTranslate2 int8 against float32 per instruction-set limit (the 0.3 BLEU rule of --compute-type auto)
     python scripts/eval_matrix.py --preset int8 --record --out runs/eval-matrix/int8   # --record: into restore.json
+    python scripts/eval_matrix.py --preset decoding --out runs/eval-matrix/decoding     # beams x length penalty (int8)
     # any settings: LABEL=EVAL ARGS, optionally prefixed by environment assignments
     python scripts/eval_matrix.py --setting "beams 6=--backend ctranslate2 --num-beams 6" --out /tmp/m
 
@@ -29,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from restore.settings import QUALITY  # noqa: E402
 
 ENGINES = {
     "torch fp32": "--backend torch",
@@ -44,11 +48,30 @@ INT8_SETTINGS = (
     ("AVX2 limits (MKL)", AVX2, "MKL", False),
     ("AVX2 limits (oneDNN)", f"CT2_USE_MKL=0 {AVX2}", "oneDNN", False),
 )
+def decoding_label(quality: str) -> str:
+    """What a ``--quality`` preset decodes with: ``"greedy"``, ``"beams 6, lp 2.0"``."""
+    decoding = QUALITY[quality]
+    if decoding.num_beams == 1:
+        return "greedy"
+    return f"beams {decoding.num_beams}" + (f", lp {decoding.length_penalty}" if decoding.length_penalty != 1.0 else "")
+
+
 PRESETS = {
     "card": [
-        (f"{engine}, {beams}, {faithful}", f"{args}{' --quality best' if beams == 'beams 4' else ' --quality fast'}{'' if faithful == 'repair' else ' --no-faithful'}")
+        (f"{engine}, {quality} ({decoding_label(quality)}), {faithful}", f"{args} --quality {quality}{'' if faithful == 'repair' else ' --no-faithful'}")
         for engine, args in ENGINES.items()
-        for beams in ("greedy", "beams 4")
+        for quality in ("fast", "best")
+        for faithful in ("repair", "no repair")
+    ],
+    # Beams and length penalties on the engine --backend auto picks here (int8 on a VNNI CPU): the
+    # README's decoding table, from which the --quality presets were chosen.
+    "decoding": [
+        (f"{label}, {faithful}", f"--backend ctranslate2 --compute-type int8 {args}{'' if faithful == 'repair' else ' --no-faithful'}")
+        for label, args in (
+            ("greedy", "--num-beams 1"), ("beams 2", "--num-beams 2"), ("beams 4", "--num-beams 4 --length-penalty 1.0"),
+            ("beams 4, lp 2.0", "--num-beams 4 --length-penalty 2.0"), ("beams 6", "--num-beams 6 --length-penalty 1.0"),
+            ("beams 6, lp 2.0", "--num-beams 6 --length-penalty 2.0"), ("beams 8, lp 2.0", "--num-beams 8 --length-penalty 2.0"),
+        )
         for faithful in ("repair", "no repair")
     ],
     "int8": [

@@ -63,3 +63,13 @@ def test_documented_commands_write_only_ignored_paths():
         if subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT).returncode != 0
     ]  # fmt: skip
     assert tracked_or_untracked == []
+
+
+def test_the_committed_example_output_corrupts_back_to_the_example_input():
+    """examples/seed.restored.txt is what the quick start's command 1 writes: faithful to seed.txt."""
+    from restore.corrupt import corrupt
+
+    examples = ROOT / "examples"
+    restored = (examples / "seed.restored.txt").read_text(encoding="utf-8")
+    assert restored.count("\n\n") > 10 and restored[:1].isupper()  # paragraphs, cased prose
+    assert corrupt(restored).split() == (examples / "seed.txt").read_text(encoding="utf-8").split()
