@@ -9,8 +9,9 @@ first round also warms up the device). Workloads:
 - ``--data test``: the eval pairs, each pair a document, as ``restore eval --data test`` runs them;
 - ``--input FILE``: a text file, one document, as ``restore infer FILE`` runs it.
 
-Each faithful run's wall time is split into stages, measured where they happen: greedy generation
-(the drafts; with overlap, on CUDA, in a worker thread beside the rest), the checks of every chunk
+Each ``--quality`` preset (default: ``best`` and ``fast``) is measured off and on. Each faithful
+run's wall time is split into stages, measured where they happen: the first decode (greedy or the
+beam search of the preset; with overlap, on CUDA, in a worker thread beside the rest), the checks of every chunk
 and of the lines that passed, the beam re-decode of the failing chunks, settling them (the first
 passing hypothesis or repair, and their lines' checks), the beam re-decode of failing junctions,
 finishing those lines, and the rest (chunking, tokenizing, windows, assembly). ``--profile FILE``
@@ -36,26 +37,24 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("greedy generation", "checks", "beam re-decode (chunks)", "settle (choose, repair)",
+STAGES = ("first decode", "checks", "beam re-decode (chunks)", "settle (choose, repair)",
           "beam re-decode (junctions)", "finish lines", "other")  # fmt: skip
 
 
 class TimedGenerator:
-    """A generator wrapper that adds up the seconds of greedy and of beam calls."""
+    """A generator wrapper that adds up the seconds of its calls (first decodes and re-decodes alike:
+    :class:`StageClock` times the re-decodes, the rest is the first decode)."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.greedy_tokens = 0
-        self.beam_calls = 0
+        self.seconds = 0.0
 
     def generate(self, batch, max_new_tokens, num_beams=1, num_return_sequences=1, **options):
         start = time.perf_counter()
-        out = self.inner.generate(batch, max_new_tokens, num_beams, num_return_sequences, **options)
-        self.seconds["greedy" if num_beams == 1 else "beam"] += time.perf_counter() - start
-        if num_beams == 1:
-            self.greedy_tokens += sum(map(len, out))
-        return out
+        try:
+            return self.inner.generate(batch, max_new_tokens, num_beams, num_return_sequences, **options)
+        finally:
+            self.seconds += time.perf_counter() - start
 
     def __getattr__(self, name):  # batch_tokens, describe, workers, ...
         return getattr(self.inner, name)
@@ -108,10 +107,11 @@ class StageClock:
         self.window._run, self.window.faithful_documents = self.run, self.faithful_documents
         restore.infer.faithful_documents = self.faithful_documents
 
-    def stages(self, total: float, greedy: float) -> dict[str, float]:
+    def stages(self, total: float, generating: float) -> dict[str, float]:
+        """``generating``: all seconds on the generator; less the re-decodes, the first decode."""
         s = self.seconds
         named = {
-            "greedy generation": greedy,
+            "first decode": generating - s["beam re-decode (chunks)"] - s["beam re-decode (junctions)"],
             "checks": s["_check_step"],
             "beam re-decode (chunks)": s["beam re-decode (chunks)"],
             "settle (choose, repair)": s["_settle_step"],
@@ -136,14 +136,17 @@ def workloads(args, chunking) -> list[tuple[str, list[str]]]:
     return loads
 
 
-def variant(base, generator, *, faithful: bool, check_workers: int | None):
-    """A Restorer like ``base`` (same tokenizer, model, options) around ``generator``."""
+def variant(base, generator, *, quality: str, faithful: bool, check_workers: int | None):
+    """A Restorer like ``base`` (same tokenizer, model, options) around ``generator``, decoding
+    with the ``--quality`` preset ``quality``."""
     from restore.infer import Restorer
+    from restore.settings import decoding_for
 
+    decoding = decoding_for(quality)
     return Restorer(
         base.tokenizer, generator, base.chunking, device=base.device, batch_tokens=base.batch_tokens,
-        num_beams=base.num_beams, max_positions=base.max_source_ids, lexicon=base.surface_forms.lexicon,
-        faithful=faithful, check_workers=check_workers,
+        num_beams=decoding.num_beams, length_penalty=decoding.length_penalty, max_positions=base.max_source_ids,
+        lexicon=base.surface_forms.lexicon, faithful=faithful, check_workers=check_workers,
     )  # fmt: skip
 
 
@@ -168,7 +171,7 @@ def cold_start(restorer) -> float:
 def time_run(restorer, documents: list[str], profile: Path | None = None) -> tuple[float, dict, str]:
     """Restore ``documents``; seconds, stage seconds and the faithful summary."""
     generator = restorer.generator
-    generator.seconds.clear()
+    generator.seconds = 0.0
     restorer.stats = type(restorer.stats)()
     pool_start = cold_start(restorer)
     clock = StageClock()
@@ -184,7 +187,7 @@ def time_run(restorer, documents: list[str], profile: Path | None = None) -> tup
     if profiler:
         profiler.dump_stats(profile)
     assert len(outputs) == len(documents)
-    stages = clock.stages(seconds, generator.seconds["greedy"]) if restorer.faithful else {}
+    stages = clock.stages(seconds, generator.seconds) if restorer.faithful else {}
     s = restorer.stats
     summary = s.faithful.summary() if restorer.faithful else "faithful: off"
     pool = f" (pool of {restorer._pool.workers} started in {pool_start:.2f} s before)" if restorer._pool else ""
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="the first N pairs only")
     p.add_argument("--input", type=Path, nargs="*", default=[], help="text files restored as restore infer does")
     p.add_argument("--check-workers", nargs="+", default=["auto"], help="'auto' and/or worker counts (0: inline)")
+    p.add_argument("--quality", nargs="+", default=["best", "fast"], choices=("best", "fast"),
+                   help="decoding presets, each measured off and on (default: both)")
     p.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the best of each row is kept")
     p.add_argument("--profile", type=Path, default=None, help="cProfile the first workload's first faithful row to FILE")
     args = p.parse_args(argv)
@@ -225,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     header = {"machine": machine_line().removeprefix("machine: "), "model": model, "engine": describe, "cpus": available_cpus(),
               "check workers (auto)": auto, "command": " ".join(sys.argv)}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in header.items()), file=sys.stderr)
-    rows: dict[tuple[str, str], dict] = {}
-    restorers = {"off": variant(base, generator, faithful=False, check_workers=0)}
-    for w in settings:
-        name = f"on, {'auto = ' + str(auto) if w is None else w} check workers"
-        restorers[name] = variant(base, generator, faithful=True, check_workers=w)
+    rows: dict[tuple[str, str, str], dict] = {}
+    restorers = {}
+    for quality in args.quality:
+        restorers[quality, "off"] = variant(base, generator, quality=quality, faithful=False, check_workers=0)
+        for w in settings:
+            name = f"on, {'auto = ' + str(auto) if w is None else w} check workers"
+            restorers[quality, name] = variant(base, generator, quality=quality, faithful=True, check_workers=w)
 
     def write() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -239,18 +246,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile and loads:  # an extra run, before the timed ones
         load, documents = loads[0]
-        name, restorer = next((n, r) for n, r in restorers.items() if r.faithful)
+        (quality, name), restorer = next((n, r) for n, r in restorers.items() if r.faithful)
         seconds, _, summary = time_run(restorer, documents, args.profile)
-        header["profile"] = f"{load}, faithful {name}: {seconds:.2f} s under cProfile (this thread), {args.profile}"
+        header["profile"] = f"{load}, --quality {quality}, faithful {name}: {seconds:.2f} s under cProfile (this thread), {args.profile}"
         print_profile(args.profile)
     for round_ in range(args.rounds):
         for load, documents in loads:
-            for name, restorer in restorers.items():
+            for (quality, name), restorer in restorers.items():
                 seconds, stages, summary = time_run(restorer, documents)
-                print(f"  round {round_ + 1}, {load}, faithful {name}: {seconds:.2f} s; {summary}", file=sys.stderr)
-                key = (load, name)
+                print(f"  round {round_ + 1}, {load}, --quality {quality}, faithful {name}: {seconds:.2f} s; {summary}", file=sys.stderr)
+                key = (load, quality, name)
                 if key not in rows or seconds < rows[key]["seconds"]:
-                    rows[key] = {"workload": load, "faithful": name, "seconds": seconds, "stages": stages, "summary": summary}
+                    rows[key] = {"workload": load, "quality": quality, "faithful": name, "seconds": seconds, "stages": stages, "summary": summary}
                 write()
     for restorer in restorers.values():
         restorer.close()
@@ -262,18 +269,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(header: dict, rows: list[dict]) -> str:
     lines = [f"{k}: {v}" for k, v in header.items()]
-    off = {r["workload"]: r["seconds"] for r in rows if r["faithful"] == "off"}
-    lines.append(f"{'workload':<36} {'faithful':<28} {'seconds':>8} {'x off':>6}")
+    off = {(r["workload"], r["quality"]): r["seconds"] for r in rows if r["faithful"] == "off"}
+    lines.append(f"{'workload':<36} {'quality':<8} {'faithful':<28} {'seconds':>8} {'x off':>6}")
     for r in rows:
-        ratio = f"{r['seconds'] / off[r['workload']]:.2f}" if off.get(r["workload"]) else "-"
-        lines.append(f"{r['workload']:<36} {r['faithful']:<28} {r['seconds']:>8.2f} {ratio:>6}")
-    lines.append("stages of the faithful rows, seconds (greedy generation overlaps the rest where overlap is on):")
-    lines.append(f"{'workload, faithful':<56} " + " ".join(f"{s[:12]:>12}" for s in STAGES))
+        base = off.get((r["workload"], r["quality"]))
+        ratio = f"{r['seconds'] / base:.2f}" if base else "-"
+        lines.append(f"{r['workload']:<36} {r['quality']:<8} {r['faithful']:<28} {r['seconds']:>8.2f} {ratio:>6}")
+    lines.append("stages of the faithful rows, seconds (the first decode overlaps the rest where overlap is on):")
+    lines.append(f"{'workload, quality, faithful':<56} " + " ".join(f"{s[:12]:>12}" for s in STAGES))
     for r in rows:
         if r["stages"]:
-            label = f"{r['workload']}, {r['faithful']}"
+            label = f"{r['workload']}, {r['quality']}, {r['faithful']}"
             lines.append(f"{label[:56]:<56} " + " ".join(f"{r['stages'][s]:>12.2f}" for s in STAGES))
-    lines += [f"{r['workload']}, faithful {r['faithful']}: {r['summary']}" for r in rows]
+    lines += [f"{r['workload']}, --quality {r['quality']}, faithful {r['faithful']}: {r['summary']}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -91,7 +91,7 @@ def test_bench_faithful_splits_a_faithful_run_into_stages(tmp_path, tiny_model_d
     out = tmp_path / "bench"
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / "bench_faithful.py"), "--out", str(out), "--model", str(tiny_model_dir),
-         "--device", "cpu", "--backend", "torch", "--data", "test", "--limit", "1", "--check-workers", "0"],
+         "--device", "cpu", "--backend", "torch", "--data", "test", "--limit", "1", "--check-workers", "0", "--quality", "fast"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -100,6 +100,7 @@ def test_bench_faithful_splits_a_faithful_run_into_stages(tmp_path, tiny_model_d
     assert results["engine"].startswith("torch float32, cpu") and results["total wall seconds"]
     off, on = results["rows"]
     assert (off["faithful"], on["faithful"]) == ("off", "on, 0 check workers") and off["stages"] == {}
+    assert off["quality"] == on["quality"] == "fast"
     stages = on["stages"]
     assert set(stages) == set(load_script("bench_faithful").STAGES)
     assert all(v >= 0 for k, v in stages.items() if k != "other") and abs(sum(stages.values()) - on["seconds"]) < 1e-6
