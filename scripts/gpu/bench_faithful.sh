@@ -6,7 +6,8 @@
 #   mkdir -p .data .whl && cp ../shared/data/wiki/train-10.jsonl.xz .data/ && cp ../shared/wheels/nltk-3.9.2-py3-none-any.whl .whl/
 # Run there:   bash scripts/gpu/bench_faithful.sh          (carry [".data", ".whl"], timeout_s 240)
 # Dry run on the CPU (as it was run on the 2-core Intel VM, torch on the CPU, tiny counts: 71 s at a
-# load average of 3, every step complete; with EVAL_LIMIT=60 GOAL_CHUNKS=120 it took 17 minutes at 10):
+# load average of 3, every step complete, and again after --quality fast was pinned, 2026-12-04: 45 s
+# at a load average of 1, 7 files; with EVAL_LIMIT=60 GOAL_CHUNKS=120 it took 17 minutes at 10):
 #   OUT=/tmp/w23/gpu-dry2/out DEVICE=cpu WHEELS=/nonexistent PYTHON=/work/main/.venv/bin/python EVAL_LIMIT=10 \
 #     GOAL_CHUNKS=30 WARMUP_CHUNKS=8 NAIVE_CHUNKS=2 GENERATE_BATCH=8 IDENTITY_CHUNKS=4 TIME_BOX=30 INPUTS= ROUNDS=1 \
 #     TOTAL_SECONDS=1200 EVAL_SECONDS=200 GOAL_SECONDS=400 FAITHFUL_SECONDS=300 bash scripts/gpu/bench_faithful.sh
