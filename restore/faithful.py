@@ -32,7 +32,7 @@ from restore.corrupt import corrupt_tokens
 from restore.faithful_check import check, check_content, choose_faithful, closest
 from restore.lexicon import Lexicon
 from restore.repair import attaches_left, repair
-from restore.surface_forms import SurfaceForms
+from restore.surface_forms import SurfaceForms, as_surface_forms
 
 
 # --- batch driver and statistics -------------------------------------------------------------
@@ -178,10 +178,6 @@ def make_faithful(
     if outcomes is not None:
         outcomes.extend(decided)
     return result
-
-
-def as_surface_forms(lexicon: Lexicon | SurfaceForms | None) -> SurfaceForms:
-    return lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)
 
 
 # --- junctions: a line read as a whole -------------------------------------------------------------

@@ -45,14 +45,13 @@ from restore.faithful import (
     FinishedLine,
     LineDraft,
     Redecoder,
-    as_surface_forms,
     draft_line,
     finish_line,
     settle_chunk,
 )
 from restore.faithful_check import check
 from restore.lexicon import Lexicon
-from restore.surface_forms import SurfaceForms
+from restore.surface_forms import SurfaceForms, as_surface_forms
 
 Plan = tuple[list[str], list[str]]  # a document's chunks and joiners (restore.chunking.document_chunks)
 # Tasks per worker and step: enough to even out documents of different sizes, few enough to keep

@@ -26,9 +26,9 @@ from typing import Iterable, Sequence
 
 from restore.chunking import CLOSERS, TERMINATORS
 from restore.corrupt import STOPWORDS, normalize_token, sentence_spans, tokenize_words_cached
-from restore.faithful_check import closest, content_tokens, roundtrip
+from restore.faithful_check import check, check_content, closest, roundtrip
 from restore.lexicon import Lexicon
-from restore.surface_forms import CLITICS, QUOTE_SURFACE, SurfaceForms, is_form_of
+from restore.surface_forms import CLITICS, QUOTE_SURFACE, SurfaceForms, as_surface_forms, is_form_of
 
 # Tokens written against the previous token ("word," "word." "5%"), besides the clitics ("Lenin's" "didn't").
 _ATTACH_LEFT = frozenset({".", ",", ";", ":", "!", "?", ")", "]", "}", ">", "''", "'", "%", "”", "’", "»"})
@@ -460,14 +460,13 @@ def repair_traced(output: str, source: str, lexicon: Lexicon | SurfaceForms | No
     >>> repair_traced("Born in 1897.", "born 1879 .")
     ('Born in 1879.', 'edit1')
     """
-    forms = lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)
+    forms = as_surface_forms(lexicon)
     target = source.split()
-    wanted_tokens = tuple(target)
     candidates: list[str] = []
     text = output
     for round_ in range(REPAIR_ROUNDS + 1):
         try:
-            if roundtrip(text) == wanted_tokens:
+            if check(text, source):
                 return text, f"edit{round_}" if round_ else "faithful"
             candidates.append(text)
             if round_ < REPAIR_ROUNDS:
@@ -475,11 +474,10 @@ def repair_traced(output: str, source: str, lexicon: Lexicon | SurfaceForms | No
         except _Unlocatable:
             break
     for step, text in (("render", render(target, forms)), ("spaced", _spaced(target, forms))):
-        if roundtrip(text) == wanted_tokens:
+        if check(text, source):
             return text, step
         candidates.append(text)
-    wanted = content_tokens(target)
     for text in candidates:
-        if content_tokens(roundtrip(text)) == wanted:
+        if check_content(text, source):
             return text, "content"
     return closest(candidates, source), "closest"

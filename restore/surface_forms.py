@@ -90,3 +90,8 @@ class SurfaceForms:
             if is_form_of(upper, token):
                 return upper
         return form
+
+
+def as_surface_forms(lexicon: Lexicon | SurfaceForms | None) -> SurfaceForms:
+    """``lexicon`` as :class:`SurfaceForms` (already one: itself), what the repair functions take."""
+    return lexicon if isinstance(lexicon, SurfaceForms) else SurfaceForms(lexicon)
