@@ -105,6 +105,16 @@ def _in_worker(step: Callable, tasks: list) -> list:
     return step(tasks, _worker_forms)
 
 
+def start_pool(workers: int | None, generator_cores: int, lexicon: Lexicon | None) -> CheckPool | None:
+    """The check workers of a run: ``workers`` processes, or (None) :func:`check_workers` of this
+    machine's cores beside a generator that keeps ``generator_cores`` busy; None for none."""
+    if workers is None:
+        from restore.device import available_cpus
+
+        workers = check_workers(available_cpus(), generator_cores)
+    return CheckPool(workers, lexicon) if workers > 0 else None
+
+
 class CheckPool:
     """``workers`` processes that check and repair (``spawn``: safe beside CUDA and threads), each
     with its own surface forms of ``lexicon``; started at once, so that they are ready when the

@@ -43,8 +43,8 @@ from restore.batching import budget_batches
 from restore.chunking import CHUNK_JOINER, ChunkConfig, assemble, document_chunks, split_in_half
 from restore.errors import RestoreError
 from restore.faithful import FaithfulStats, make_faithful
-from restore.faithful_window import CheckPool, check_workers, faithful_documents, generator_cores
-from restore.settings import check_positive
+from restore.faithful_window import CheckPool, faithful_documents, generator_cores, start_pool
+from restore.settings import check_length_penalty, check_positive
 from restore.surface_forms import SurfaceForms
 
 if TYPE_CHECKING:  # torch, transformers and the backends load only when a model does (fast errors)
@@ -196,8 +196,7 @@ class Restorer:
         self.batch_tokens = generator.batch_tokens if batch_tokens is None else batch_tokens
         check_positive("--batch-tokens", self.batch_tokens)
         check_positive("--num-beams", num_beams)
-        if not length_penalty > 0:
-            raise RestoreError(f"--length-penalty must be positive, got {length_penalty}")
+        check_length_penalty(length_penalty)
         self.num_beams = num_beams
         self.length_penalty = length_penalty
         self.max_source_ids = max_positions
@@ -355,13 +354,8 @@ class Restorer:
         generator takes every core, as CTranslate2 does, always 0).
         """
         if self._pool is None and self.faithful and not self._pool_checked:
-            from restore.device import available_cpus
-
-            workers = self.check_workers
-            if workers is None:
-                workers = check_workers(available_cpus(), generator_cores(self.generator, self.device.type))
-            if workers > 0:
-                self._pool = CheckPool(workers, self.surface_forms.lexicon)
+            cores = generator_cores(self.generator, self.device.type)
+            self._pool = start_pool(self.check_workers, cores, self.surface_forms.lexicon)
             self._pool_checked = True
         return self._pool
 
@@ -512,11 +506,7 @@ class Restorer:
 def _early_pool(own: dict, device_type: str) -> CheckPool | None:
     if device_type == "cpu" or not own.get("faithful", True):
         return None
-    from restore.device import available_cpus
-
-    workers = own.get("check_workers")
-    workers = check_workers(available_cpus(), 1) if workers is None else workers
-    return CheckPool(workers, own.get("lexicon")) if workers > 0 else None
+    return start_pool(own.get("check_workers"), 1, own.get("lexicon"))  # on a GPU the generator takes one core
 
 
 def _window_chunks(plans: list[tuple[list[str], list[str]]]) -> list[str]:

@@ -25,6 +25,17 @@ def check_positive(option: str, value: int) -> None:
         raise RestoreError(f"{option} must be a positive integer, got {value}")
 
 
+def check_length_penalty(value: float) -> None:
+    """A beam search's length penalty must be a positive number (``nan`` is not).
+
+    >>> check_length_penalty(0)
+    Traceback (most recent call last):
+    restore.errors.RestoreError: --length-penalty must be positive, got 0
+    """
+    if not value > 0:
+        raise RestoreError(f"--length-penalty must be positive, got {value}")
+
+
 @dataclass(frozen=True)
 class Decoding:
     """How chunks are decoded: beam size and length penalty (beam search only)."""
@@ -55,8 +66,7 @@ def decoding_for(quality: str = DEFAULT_QUALITY, num_beams: int | None = None, l
         length_penalty=preset.length_penalty if length_penalty is None else length_penalty,
     )
     check_positive("--num-beams", decoding.num_beams)
-    if not decoding.length_penalty > 0:
-        raise RestoreError(f"--length-penalty must be positive, got {decoding.length_penalty}")
+    check_length_penalty(decoding.length_penalty)
     return decoding
 
 
