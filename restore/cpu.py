@@ -18,7 +18,9 @@ the CPU has the instructions and no environment limit (``ONEDNN_MAX_CPU_ISA``,
 CTranslate2's own kernels only and does not change int8 accuracy (measured: same
 numbers as without it). MKL (forced with ``CT2_USE_MKL=1`` on the AMD CPU) kept the VNNI
 accuracy even under ``MKL_ENABLE_INSTRUCTIONS=AVX2``; with no Intel AVX2-only CPU to
-measure, the MKL rule stays the conservative one (no VNNI: float32).
+measure, the MKL rule stays the conservative one (no VNNI: float32), unless the model's own
+``int8_check`` measured its int8 within 0.3 BLEU of float32 there
+(:func:`restore.backend_choice.default_compute_type`).
 
 >>> s = int8_support(flags={"avx2", "avx512f", "avx512_vnni"}, vendor="AuthenticAMD", env={})
 >>> s.accurate, s.library, s.reason
@@ -124,14 +126,10 @@ def cpu_description() -> str:
     )
 
 
-def machine_line() -> str:
-    """The machine a benchmark figure was measured on, one line for its report: the CPU's model
-    name, :func:`cpu_description`, the load average (other jobs on the same cores slow a run)
-    and the versions of Python and the libraries that compute.
-    """
-    import sys
-    from importlib import metadata
-
+def cpu_line() -> str:
+    """This CPU in one line: its model name, family and model (where ``/proc/cpuinfo`` says), then
+    :func:`cpu_description`, e.g. ``Intel(R) Xeon(R) Processor (family 6, model 207); GenuineIntel
+    x86_64, 2 cores, AVX-512 VNNI``."""
     name = ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -140,6 +138,17 @@ def machine_line() -> str:
         name = f"{fields.get('model name', '')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}); "
     except OSError:
         pass
+    return name + cpu_description()
+
+
+def machine_line() -> str:
+    """The machine a benchmark figure was measured on, one line for its report: :func:`cpu_line`,
+    the load average (other jobs on the same cores slow a run) and the versions of Python and the
+    libraries that compute.
+    """
+    import sys
+    from importlib import metadata
+
     load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load average unknown"
     versions = []
     for package in ("torch", "transformers", "ctranslate2"):
@@ -147,4 +156,4 @@ def machine_line() -> str:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             pass
-    return f"machine: {name}{cpu_description()}; {load}; Python {sys.version.split()[0]}, {', '.join(versions)}"
+    return f"machine: {cpu_line()}; {load}; Python {sys.version.split()[0]}, {', '.join(versions)}"

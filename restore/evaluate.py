@@ -47,7 +47,7 @@ from restore.corrupt import SPEC_VERSION, corrupt, corrupt_tokens
 from restore.errors import RestoreError
 from restore.faithful_check import check, content_tokens  # the one definition of "content" (punctuation excluded)
 from restore.spans import inserted_words
-from restore.textio import atomic_output, read_data_text
+from restore.textio import atomic_output, plural, read_data_text
 
 if TYPE_CHECKING:
     from restore.infer import InferStats
@@ -367,7 +367,7 @@ def format_summary(scores: dict, n_items: int, unit: str, documents: int | None 
     """The lines ``restore eval`` prints: BLEU, chrF, lowercase BLEU with signatures, then faithfulness."""
     lines = [scores[k]["line"] for k in ("bleu", "chrf", "bleu_lowercase") if k in scores]
     f = scores["faithfulness"]
-    of_docs = f" of {documents} document{'' if documents == 1 else 's'}" if documents is not None else ""
+    of_docs = f" of {plural(documents, 'document')}" if documents is not None else ""
     lines.append(
         f"faithfulness|recorrupt:{SPEC_VERSION} = round-trip exact {f['roundtrip_exact']:.2f}% "
         f"({f['roundtrip_exact_count']}/{n_items} {unit}{of_docs}), content F1 {f['content_f1']:.2f} "

@@ -189,9 +189,8 @@ def create_app(
             if announce:
                 from restore.textio import plural
 
-                batches = f"{batcher.batches} batch{'' if batcher.batches == 1 else 'es'}"
                 print(f"restore serve: stopped after {plural(batcher.requests, 'request')} ({plural(batcher.texts, 'text')}, "
-                      f"{batches})", file=sys.stderr, flush=True)  # fmt: skip
+                      f"{plural(batcher.batches, 'batch', 'batches')})", file=sys.stderr, flush=True)  # fmt: skip
 
     app = FastAPI(title="restore", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher

@@ -117,13 +117,13 @@ def parse_jsonl_record(line: str) -> dict:
     return record
 
 
-def plural(n: int, noun: str) -> str:
-    """``n`` and a regular noun in the number it takes, for summary lines.
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n`` and a noun in the number it takes, for summary lines (``nouns``: an irregular plural).
 
-    >>> plural(1, "document"), plural(2, "thread"), plural(0, "bad row")
-    ('1 document', '2 threads', '0 bad rows')
+    >>> plural(1, "document"), plural(2, "thread"), plural(0, "bad row"), plural(3, "batch", "batches")
+    ('1 document', '2 threads', '0 bad rows', '3 batches')
     """
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def dump_jsonl_line(record: dict) -> str:

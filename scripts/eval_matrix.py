@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from restore.cpu import cpu_line  # noqa: E402
 from restore.settings import QUALITY  # noqa: E402
 
 ENGINES = {
@@ -106,19 +107,6 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                flags = Path("/proc/cpuinfo").read_text()
-                isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-                return f"{name}, {os.cpu_count()} cores, {isa}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores"
-
-
 def load() -> float:
     return os.getloadavg()[0]
 
@@ -178,7 +166,7 @@ def int8_check(rows: list[dict], data: str) -> dict:
         raise SystemExit("eval_matrix: --record needs the int8 preset's rows")
     return {
         "criterion": "CTranslate2 int8 BLEU within 0.3 of float32 (greedy, no repair)",
-        "data": data, "cpu": cpu_name(), "ctranslate2": ctranslate2.__version__,
+        "data": data, "cpu": cpu_line(), "ctranslate2": ctranslate2.__version__,
         "command": "python scripts/eval_matrix.py --preset int8 --record", "settings": settings,
     }  # fmt: skip
 
@@ -233,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for label, env, eval_args in settings:
         rows.append(run_setting(label, env, eval_args, common, out))
-        (out / "matrix.json").write_text(json.dumps({"cpu": cpu_name(), "data": args.data, "model": args.model, "rows": rows}, indent=1), encoding="utf-8")
-    text = f"CPU: {cpu_name()}; model {args.model}; data {args.data}{f' (first {args.limit})' if args.limit else ''}\n\n{table(rows)}\n"
+        (out / "matrix.json").write_text(json.dumps({"cpu": cpu_line(), "data": args.data, "model": args.model, "rows": rows}, indent=1), encoding="utf-8")
+    text = f"CPU: {cpu_line()}; model {args.model}; data {args.data}{f' (first {args.limit})' if args.limit else ''}\n\n{table(rows)}\n"
     text += f"\nscripts/eval_matrix.py ran {len(rows)} settings in {time.perf_counter() - started:.0f} s (reused reports count 0 s)\n"
     (out / "matrix.md").write_text(text, encoding="utf-8")
     print(text)
