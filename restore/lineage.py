@@ -23,6 +23,7 @@ replaces the old one (mean BLEU over the domains higher, no domain down by more 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,23 @@ def has_seen(shard: Shard, lineage: Sequence[dict]) -> bool:
     without a hash) the same file name."""
     hashes, names = seen_shards(lineage)
     return (shard.sha256 is not None and shard.sha256 in hashes) or Path(shard.name).name in names
+
+
+def read_lineage(model_dir: str | os.PathLike, missing_ok: bool = False) -> list[dict]:
+    """The lineage of the model in ``model_dir``, from its ``restore.json`` (:func:`model_lineage`);
+    ``missing_ok``: ``[]`` for a directory without one (a plain transformers checkpoint). An
+    unreadable or invalid file is one :class:`restore.errors.RestoreError`."""
+    from restore.errors import RestoreError
+
+    path = Path(model_dir) / "restore.json"
+    if missing_ok and not path.is_file():
+        return []
+    try:
+        return model_lineage(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as e:
+        raise RestoreError(f"{path}: cannot read the model's lineage ({e.strerror or e}); expected a restore model directory") from None
+    except ValueError as e:
+        raise RestoreError(f"{path}: not valid JSON ({e})") from None
 
 
 # --- what the next run trains on ------------------------------------------------------------------

@@ -153,7 +153,7 @@ class TokenizedPairs:
         arrays = {}
         for name, off in (("src", "src_off"), ("tgt", "tgt_off")):
             starts, lengths = self.__dict__[off][idx], np.diff(self.__dict__[off])[idx]
-            flat = np.repeat(starts - _offsets(lengths)[:-1], lengths) + np.arange(int(lengths.sum()))
+            flat = np.repeat(starts, lengths) + _ragged_positions(lengths)[1]
             arrays[name], arrays[off] = np.asarray(self.__dict__[name])[flat], _offsets(lengths)
         return TokenizedPairs(**arrays, dropped=0)
 

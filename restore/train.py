@@ -32,7 +32,6 @@ so an interrupted run ends with the same weights as an uninterrupted one (on CPU
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from restore.data import PairSet, build_lexicon, combine_pairs, corpus_selection
 from restore.device import resolve_device
 from restore.errors import RestoreError
 from restore.lexicon import LEXICON_FILE
-from restore.lineage import Shard, local_shard, model_lineage
+from restore.lineage import Shard, local_shard, read_lineage
 from restore.mix import Mix, dev_shares
 from restore.model import build_model, count_parameters, load_pretrained
 from restore.progress import quiet_library_bars
@@ -265,13 +264,7 @@ def _create_model(config: ExperimentConfig, tokenizer):
 
 def _start_lineage(config: ExperimentConfig) -> list[dict]:
     """The lineage of ``model.init_from`` (``[]`` from scratch, or for a checkpoint that is not a restore model)."""
-    if not config.model.init_from:
-        return []
-    path = Path(config.model.init_from) / RESTORE_JSON
-    try:
-        return model_lineage(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
-    except (OSError, ValueError) as e:
-        raise RestoreError(f"{path}: cannot read the start model's description ({e})") from None
+    return read_lineage(config.model.init_from, missing_ok=True) if config.model.init_from else []
 
 
 def _train_shards(selection) -> list[Shard]:

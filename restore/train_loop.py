@@ -230,8 +230,7 @@ class Trainer:
         and their padded positions (source + target)."""
         losses, positions = [], 0
         for m, ids in enumerate(mine):
-            batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
-            labels = batch.pop("labels")
+            batch, labels = self._device_batch(ids)
             positions += batch["input_ids"].numel() + labels.numel()
             sync = m == len(mine) - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
@@ -239,6 +238,11 @@ class Trainer:
                 self.accelerator.backward(loss / len(mine))
             losses.append(loss.detach())
         return losses, positions
+
+    def _device_batch(self, ids: np.ndarray) -> tuple[dict, torch.Tensor]:
+        """The training pairs ``ids`` collated on this rank's device: the model's inputs, and the labels."""
+        batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
+        return batch, batch.pop("labels")
 
     def _check_start_loss(self) -> None:
         """The start model's loss on the first step's batches, before any update (eval mode: no dropout).
@@ -251,8 +255,7 @@ class Trainer:
         total = 0.0
         with torch.no_grad():
             for ids in first:
-                batch = to_device(self.train_set.collate(ids, self.pad_id, self.start_id), self.accelerator.device)
-                labels = batch.pop("labels")
+                batch, labels = self._device_batch(ids)
                 total += seq2seq_loss(self.model, batch, labels, self.cfg.label_smoothing).item()
         self.model.train()
         self.state.start_loss = round(total / len(first), 6)

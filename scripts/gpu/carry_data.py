@@ -23,7 +23,6 @@ trained on. ``scripts/gpu/prepare_continue.py`` copies and measures with the fun
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ sys.path.insert(0, str(REPO))  # this checkout's restore, wherever the script ru
 from restore.config import DataConfig, load_config  # noqa: E402
 from restore.data import resolve_files  # noqa: E402
 from restore.errors import RestoreError  # noqa: E402
-from restore.lineage import has_seen, local_shard, model_lineage  # noqa: E402
+from restore.lineage import has_seen, local_shard, read_lineage  # noqa: E402
 from restore.mix import data_corpora, data_files  # noqa: E402
 
 LIMIT = 64 * 1024 * 1024  # the device tool's working tree (tracked files + carried folders)
@@ -176,11 +175,7 @@ def print_overrides(args) -> int:
     """``--overrides-from``: the overrides on stdout, one a line; what was found on stderr."""
     lineage = None
     if args.unseen_by:
-        path = Path(args.unseen_by) / "restore.json"
-        try:
-            lineage = model_lineage(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as e:
-            raise RestoreError(f"{path}: cannot read the start model's lineage ({e})") from None
+        lineage = read_lineage(args.unseen_by)
     overrides, lines = carried_overrides(load_config(args.config, args.overrides).data, Path(args.overrides_from), lineage)
     for line in lines:
         print(f"data: {line}", file=sys.stderr)

@@ -26,7 +26,6 @@ weights. Exit status 1 with one line when a corpus gets no shard, or the carry i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from carry_data import check_carry_folder, copy_plan, fill_folder, report_carry,
 from restore.config import load_config  # noqa: E402
 from restore.data import resolve_files  # noqa: E402
 from restore.errors import RestoreError  # noqa: E402
-from restore.lineage import local_shard, model_lineage, pick_unseen_shards  # noqa: E402
+from restore.lineage import local_shard, pick_unseen_shards, read_lineage  # noqa: E402
 from restore.mix import data_corpora  # noqa: E402
 
 MIB = 1 << 20
@@ -51,16 +50,6 @@ def candidate_files(train_patterns: list[str], key: str) -> list[str]:
     """The ``train-*.jsonl.xz`` files in the folders of a corpus's configured train files (which must exist)."""
     folders = dict.fromkeys(os.path.dirname(f) or "." for f in resolve_files(train_patterns, key))
     return [f for folder in folders for f in resolve_files([os.path.join(folder, SHARDS)], key)]
-
-
-def read_lineage(model: Path) -> list[dict]:
-    path = model / "restore.json"
-    try:
-        return model_lineage(json.loads(path.read_text(encoding="utf-8")))
-    except OSError as e:
-        raise RestoreError(f"{path}: cannot read the model's description ({e.strerror}); --model names a restore model directory") from None
-    except ValueError as e:
-        raise RestoreError(f"{path}: not valid JSON ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
