@@ -19,8 +19,6 @@ so those are counted and shown, not failed; float32 gives the same output in any
 from __future__ import annotations
 
 import argparse
-import json
-import lzma
 import os
 import re
 import signal
@@ -35,18 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from restore.cpu import machine_line  # noqa: E402
+from restore.textio import parse_jsonl, read_data_text  # noqa: E402
 
 
 def test_sources(path: Path, count: int) -> list[str]:
     """The first ``count`` distinct sources of a pair file."""
-    opener = lzma.open if path.suffix == ".xz" else open
     seen: dict[str, None] = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            source = json.loads(line)["source"]
-            seen.setdefault(source, None)
-            if len(seen) == count:
-                break
+    for record in parse_jsonl(read_data_text(path), str(path), required="source"):
+        seen.setdefault(record["source"], None)
+        if len(seen) == count:
+            break
     if len(seen) < count:
         raise SystemExit(f"{path}: only {len(seen)} distinct sources, {count} needed")
     return list(seen)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
-import lzma
 import sys
 import time
 from collections import Counter
@@ -34,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from restore.corrupt import STOPWORDS, split_sentences, stem, tokenize_words  # noqa: E402
+from restore.errors import RestoreError  # noqa: E402
+from restore.textio import parse_jsonl, read_data_text  # noqa: E402
 
 ARTICLES = frozenset("a an the".split())
 AUXILIARIES = frozenset(
@@ -117,9 +117,8 @@ def differences(output: str, target: str) -> Counter:
 
 
 def read_outputs(path: Path) -> list[dict]:
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of an outputs file (``.jsonl``, or ``.jsonl.xz``); a bad file is one RestoreError."""
+    return list(parse_jsonl(read_data_text(path), str(path), required="output"))
 
 
 def table(counts: Counter, ref_words: int, out_words: int, markdown: bool) -> str:
@@ -143,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="a Markdown table")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    records = [r for r in read_outputs(args.outputs) if r.get("target") is not None]
+    try:
+        records = [r for r in read_outputs(args.outputs) if r.get("target") is not None]
+    except RestoreError as e:
+        raise SystemExit(f"error_classes: {e}") from None
     if not records:
         raise SystemExit(f"error_classes: {args.outputs}: no records with a target")
     counts: Counter = Counter()
