@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))  # this checkout's restore, wherever the script ru
 
 from restore.cli import main as restore_main  # noqa: E402
 from restore.eval_run import domain_names  # noqa: E402
-from restore.lineage import MAX_DOMAIN_DROP, verdict  # noqa: E402
+from restore.lineage import MAX_DOMAIN_DROP, read_lineage, verdict  # noqa: E402
 
 # Greedy (--quality fast): the compact decoder on the GPU, and the model alone; the default beam search
 # would run transformers' generate there, not measured on a GPU yet.
@@ -145,17 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         **decision, "old_model": args.old, "new_model": args.new, "data": args.data, "limit": args.limit,
         "rule": f"REPLACE when the new model's mean BLEU over the domains is higher and no domain drops by more than {MAX_DOMAIN_DROP:g}",
-        "scores": summary, "goals": goals, "new_lineage": _lineage(args.new),
+        "scores": summary, "goals": goals, "new_lineage": read_lineage(args.new, missing_ok=True),
     }  # fmt: skip
     (args.out / "verdict.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print("\n".join(lines))
     print(f"verdict: {decision['decision']} ({decision['reason']})")
     return 0
 
-
-def _lineage(model: str) -> list | None:
-    path = Path(model) / "restore.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("lineage") if path.is_file() else None
 
 
 if __name__ == "__main__":
