@@ -454,14 +454,16 @@ def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int |
     from restore.infer import Restorer
 
     class CheckOnly(Restorer):
-        """Faithfulness checked on every chunk, nothing re-decoded: what a model that passes costs."""
+        """Every chunk's output checked, nothing re-decoded or repaired: what a model that passes
+        costs. Built with ``faithful=False``; the drafts (the one place every window's outputs pass,
+        with overlap too) are checked and counted."""
 
         passed = 0
 
-        def restore_chunks(self, chunks, num_beams=None, drafts=None):
-            outputs = [c[0] for c in (drafts if drafts is not None else self.draft(chunks, num_beams))]
-            self.passed += sum(check(o, c) for o, c in zip(outputs, chunks))
-            return outputs
+        def draft(self, chunks, num_beams=None):
+            candidates = super().draft(chunks, num_beams)
+            self.passed += sum(check(c[0], chunk) for c, chunk in zip(candidates, chunks))
+            return candidates
 
     cls = CheckOnly if faithful == "check" else Restorer
     new_tokens = None
@@ -470,7 +472,7 @@ def goal_restorer(bench: Bench, generator, *, faithful: bool | str, fixed: int |
         generator = FixedLengthGenerator(generator, new_tokens.tokens)
     return cls(
         bench.tokenizer, GreedyCounter(generator), bench.chunking, device=bench.device, num_beams=1,
-        max_positions=bench.max_positions, new_tokens=new_tokens, faithful=bool(faithful), lexicon=lexicon,
+        max_positions=bench.max_positions, new_tokens=new_tokens, faithful=bool(faithful) and faithful != "check", lexicon=lexicon,
     )  # fmt: skip
 
 
@@ -478,7 +480,7 @@ def time_restorer(restorer, documents: list[str], time_box: float, device) -> di
     """Documents in, texts out, until all are done or ``time_box`` seconds have passed (the check
     workers, if any, are started first: a command starts them while its model loads)."""
     pool_start = time.perf_counter()
-    pool = restorer.check_pool() if restorer.faithful and not hasattr(restorer, "passed") else None
+    pool = restorer.check_pool() if restorer.faithful else None
     for future in pool.started if pool else ():
         future.result()
     pool_start = time.perf_counter() - pool_start
@@ -502,7 +504,7 @@ def time_restorer(restorer, documents: list[str], time_box: float, device) -> di
             notes += f"; {pool.workers} check workers (started in {pool_start:.1f} s, before the clock)"
         restorer.close()
     describe = getattr(restorer.generator, "describe", None)
-    chunks = s.faithful.chunks if restorer.faithful and not hasattr(restorer, "passed") else s.chunks
+    chunks = s.faithful.chunks if restorer.faithful else s.chunks
     return {"chunks": chunks, "generated_tokens": greedy, "seconds": seconds, "tokens_per_second": greedy / seconds,
             "documents": done, "engine": describe() if describe else "", "notes": notes}  # fmt: skip
 
