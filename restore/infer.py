@@ -366,9 +366,7 @@ class Restorer:
         self._pool, self._pool_checked = None, False
 
     # chunks ---------------------------------------------------------------------------------------
-    def restore_chunks(
-        self, chunks: list[str], num_beams: int | None = None, drafts: list[list[str]] | None = None, outcomes: list[str] | None = None
-    ) -> list[str]:
+    def restore_chunks(self, chunks: list[str], num_beams: int | None = None, drafts: list[list[str]] | None = None) -> list[str]:
         """Restored text of each chunk, in order (the one place chunks become text).
 
         With ``faithful`` (the default) every output is checked to corrupt back to its chunk,
@@ -376,15 +374,15 @@ class Restorer:
         ``faithful_beams`` keeps all its hypotheses and the first that passes wins; after a
         smaller one (greedy), the failing chunks are re-decoded together with a beam of
         ``faithful_beams``. Where none passes, the closest one is repaired (restore.faithful).
-        ``drafts``: the candidates of :meth:`draft`, when already generated. ``outcomes``
-        (if given) receives each chunk's outcome (restore.faithful.make_faithful).
+        ``drafts``: the candidates of :meth:`draft`, when already generated. (Documents go through
+        :func:`restore.faithful_window.faithful_documents` instead, which also joins lines.)
         """
         candidates = drafts if drafts is not None else self.draft(chunks, num_beams)
         outputs = [hypotheses[0] for hypotheses in candidates]
         if not self.faithful:
             return outputs
         redecode = self._known_hypotheses(chunks, candidates) or self._beam_candidates
-        return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful, outcomes)
+        return make_faithful(chunks, outputs, redecode, self.surface_forms, self.stats.faithful)
 
     def _known_hypotheses(self, chunks: list[str], candidates: list[list[str]]) -> Callable[[list[str]], list[list[str]]] | None:
         """After a beam search of at least ``faithful_beams``, the failing chunks' "re-decode": the
