@@ -217,10 +217,11 @@ def _finish_step(tasks: list[tuple[LineDraft, list[list[str]]]], forms: SurfaceF
 
 # --- the driver --------------------------------------------------------------------------------------
 @dataclass
-class RestoredDocument:
+class FaithfulDocument:
     """A faithful document: its text, its lines still unfaithful after repair, and what became
     of each chunk (:class:`restore.faithful.ChunkOutcome`, in chunk order; ``how`` also says
-    where a failing junction re-decoded or repaired it)."""
+    where a failing junction re-decoded or repaired it). The Restorer hands it on as a
+    :class:`restore.infer.RestoredDocument` (the outcomes alone)."""
 
     text: str
     unfaithful_lines: int
@@ -253,7 +254,7 @@ def faithful_documents(
     stats: FaithfulStats | None = None,
     pool: CheckPool | None = None,
     chunk_redecode: Redecoder | None = None,
-) -> list[RestoredDocument]:
+) -> list[FaithfulDocument]:
     """The faithful documents of a window: ``plans`` (chunks and joiners of each document) and the
     model's ``outputs`` for all their chunks in order; ``redecode`` as in :func:`restore.faithful.make_faithful`
     (called at most twice: the failing chunks, then the failing junctions' spans); ``pool``: worker
@@ -306,7 +307,7 @@ def faithful_documents(
     restored = []
     for heads, mine in documents:
         outcomes = [lines[n].outcomes.get(k) or ChunkOutcome(lines[n].outputs[k], PASSED) for n in mine for k in range(len(lines[n].chunks))]
-        restored.append(RestoredDocument(
+        restored.append(FaithfulDocument(
             "".join(head + texts[n][0] for head, n in zip(heads, mine)), sum(texts[n][1] for n in mine), outcomes,
         ))  # fmt: skip
     return restored
