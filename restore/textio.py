@@ -161,6 +161,18 @@ def _shown_parent(path: str | os.PathLike, target: Path) -> Path:
     return target.parent if Path(path).is_symlink() else Path(path).parent
 
 
+def _output_target(path: str | os.PathLike) -> tuple[Path, bool]:
+    """:func:`resolve_output`, and for a file written through a temporary one, the checks that it
+    can be: not a directory, in a directory that exists."""
+    target, direct = resolve_output(path)
+    if not direct:
+        if target.is_dir():
+            raise RestoreError(f"{path}: output is a directory")
+        if not target.parent.exists():
+            raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
+    return target, direct
+
+
 @contextlib.contextmanager
 def _direct_output(target: Path, binary: bool) -> Iterator[IO]:
     """Write to an existing device or FIFO as it is (see :func:`resolve_output`)."""
@@ -184,15 +196,11 @@ def atomic_output(path: str | os.PathLike | None, binary: bool = False) -> Itera
         yield stream
         stream.flush()
         return
-    target, direct = resolve_output(path)
+    target, direct = _output_target(path)
     if direct:
         with _direct_output(target, binary) as f:
             yield f
         return
-    if target.is_dir():
-        raise RestoreError(f"{path}: output is a directory")
-    if not target.parent.exists():
-        raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     usual_permissions(tmp)  # mkstemp makes 0600 files
     try:
@@ -270,15 +278,11 @@ def resumable_jsonl_output(path: str | os.PathLike) -> Iterator[tuple[IO, list[d
     half-written last line is dropped. The caller should flush after each record.
     A device or FIFO (``/dev/null``) is written directly, with nothing to resume.
     """
-    target, direct = resolve_output(path)
+    target, direct = _output_target(path)
     if direct:
         with _direct_output(target, binary=False) as f:
             yield f, []
         return
-    if target.is_dir():
-        raise RestoreError(f"{path}: output is a directory")
-    if not target.parent.exists():
-        raise RestoreError(f"{_shown_parent(path, target)}: output directory does not exist")
     part = partial_path(target)
     done: list[dict] = []
     if part.exists():
